@@ -1,0 +1,1 @@
+"""MJCF models and scenes written for robotrl (package data)."""

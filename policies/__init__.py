@@ -1,0 +1,1 @@
+"""The policy interface both backends speak, networks, artifacts and shields."""

@@ -1,0 +1,293 @@
+"""The default backend: MuJoCo C on the CPU, many envs stepped in parallel threads.
+
+Physics runs in ``mujoco.rollout`` (C++ threads with the GIL released), one call
+per control step covering all envs and the whole frame skip. Everything around it
+(observations, rewards, resets) is vectorized numpy over the env axis, so Python
+overhead does not grow with the number of envs.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any
+
+import mujoco
+import numpy as np
+import torch
+from mujoco import rollout as mj_rollout
+
+from robotrl.sim.randomization import Nominal, randomize_model
+from robotrl.sim.task import Sampler, SimState, Task
+from robotrl.sim.vecenv import VecEnv
+
+_STATE_SPEC = mujoco.mjtState.mjSTATE_FULLPHYSICS
+
+
+def state_slices(model: mujoco.MjModel, spec: int = _STATE_SPEC) -> dict[str, slice]:
+    """Where each component sits in an ``mj_getState`` vector of ``spec``."""
+    out, start = {}, 0
+    for name, bit in mujoco.mjtState.__members__.items():
+        value = int(bit)
+        if value & (value - 1) or not (spec & value):  # only single bits in spec
+            continue
+        size = mujoco.mj_stateSize(model, value)
+        out[name.removeprefix("mjSTATE_").lower()] = slice(start, start + size)
+        start += size
+    return out
+
+
+class MujocoVecEnv(VecEnv):
+    def __init__(
+        self,
+        task: Task,
+        num_envs: int,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        nthread: int | None = None,
+        randomize: bool | None = None,
+    ):
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.task = task
+        self.cfg = task.config
+        self.num_envs = int(num_envs)
+        self.device = torch.device(device)
+        self.num_actions = task.num_actions
+        self.max_episode_length = task.max_episode_length
+        self.frame_skip = task.frame_skip
+        self.step_dt = float(self.cfg["control_dt"])
+        self.action_names = task.action_names
+        self.dr = dict(self.cfg["domain_randomization"])
+        if randomize is not None:
+            self.dr["enabled"] = bool(randomize)
+        self.rng = np.random.default_rng(seed)
+        self.sampler = Sampler(self.rng)
+
+        self.model = task.model
+        self.nominal = Nominal.of(self.model)
+        # One model per env when its parameters are randomized; otherwise all envs
+        # share the task's model.
+        if self.dr["enabled"]:
+            self.models = [copy.copy(self.model) for _ in range(self.num_envs)]
+        else:
+            self.models = [self.model] * self.num_envs
+        self.nthread = max(1, min(nthread or os.cpu_count() or 1, self.num_envs))
+        self.datas = [mujoco.MjData(self.model) for _ in range(self.nthread)]
+        self._pool = mj_rollout.Rollout(nthread=self.nthread if self.nthread > 1 else 0)
+
+        m = self.model
+        self.slices = state_slices(m)
+        self.nstate = mujoco.mj_stateSize(m, _STATE_SPEC)
+        n, fs = self.num_envs, self.frame_skip
+        self.state = np.zeros((n, self.nstate))
+        self.sensordata = np.zeros((n, m.nsensordata))
+        self.ctrl = np.zeros((n, m.nu))
+        self._ctrl_seq = np.zeros((n, fs, m.nu))
+        self._out_state = np.zeros((n, fs, self.nstate))
+        self._out_sens = np.zeros((n, fs, m.nsensordata))
+        self.latency = np.zeros(n, dtype=np.int64)
+        self.task_vars: dict[str, np.ndarray] = {}
+        self.episode_length = np.zeros(n, dtype=np.int64)
+        self.episode_return = np.zeros(n)
+        self.episode_terms: dict[str, np.ndarray] = {}
+        self.push_interval = (
+            int(round(self.dr["push_interval_s"] / self.step_dt))
+            if self.dr["enabled"] and self.dr["push_interval_s"] > 0
+            else 0
+        )
+        self.obs_layout: dict[str, list[tuple[str, int]]] = {}
+        self.obs_sizes: dict[str, int] = {}
+        self._noise = {k: float(v) for k, v in self.cfg["obs_noise"].items()}
+        self._obs: dict[str, torch.Tensor] = {}
+        self._init_all()
+
+    # ------------------------------------------------------------------ resets
+    def _sim_state(self) -> SimState:
+        s = self.slices
+        return SimState(
+            qpos=self.state[:, s["qpos"]],
+            qvel=self.state[:, s["qvel"]],
+            sensordata=self.sensordata,
+            ctrl=self.ctrl,
+            task=self.task_vars,
+        )
+
+    def _init_all(self) -> None:
+        ids = np.arange(self.num_envs)
+        qpos, qvel, task_vars = self.task.reset(np, self.sampler, self.num_envs)
+        self.task_vars = {k: np.array(v, dtype=np.float64) for k, v in task_vars.items()}
+        self._reset_ids(ids, qpos, qvel, task_vars)
+        terms = self.task.observation_terms(np, self._sim_state())
+        for group, names in self.task.observation_groups.items():
+            self.obs_layout[group] = [(name, int(terms[name].shape[1])) for name in names]
+            self.obs_sizes[group] = sum(w for _, w in self.obs_layout[group])
+        self._obs = self._observe(terms)
+
+    def _reset_ids(self, ids: np.ndarray, qpos=None, qvel=None, task_vars=None) -> None:
+        if qpos is None:
+            qpos, qvel, task_vars = self.task.reset(np, self.sampler, len(ids))
+        s = self.slices
+        self.state[ids] = 0.0
+        self.state[ids, s["qpos"]] = qpos
+        self.state[ids, s["qvel"]] = qvel
+        for k, v in task_vars.items():
+            self.task_vars[k][ids] = v
+        self.ctrl[ids] = 0.0
+        if self.dr["enabled"]:
+            lo, hi = self.dr["latency_substeps"]
+            self.latency[ids] = self.rng.integers(int(lo), int(hi) + 1, size=len(ids))
+            for i in ids:
+                randomize_model(self.models[i], self.nominal, self.rng, self.dr)
+        self.episode_length[ids] = 0
+        self.episode_return[ids] = 0.0
+        for v in self.episode_terms.values():
+            v[ids] = 0.0
+        # Sensors of a fresh state need one forward pass; resets are rare enough
+        # that a per-env loop costs little.
+        data = self.datas[0]
+        for i in ids:
+            mujoco.mj_setState(self.models[i], data, self.state[i], _STATE_SPEC)
+            mujoco.mj_forward(self.models[i], data)
+            self.sensordata[i] = data.sensordata
+            self.ctrl[i] = data.ctrl  # zeros; kept for actuators with defaults
+
+    def reset(self) -> dict[str, torch.Tensor]:
+        self._init_all()
+        return self._obs
+
+    def get_observations(self) -> dict[str, torch.Tensor]:
+        return self._obs
+
+    # ------------------------------------------------------------ observations
+    def _observe(self, terms: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        out = {}
+        for group, layout in self.obs_layout.items():
+            parts = []
+            for name, _ in layout:
+                x = terms[name]
+                amp = self._noise.get(name, 0.0)
+                # Only what the robot senses is noisy; privileged critic state is clean.
+                if amp > 0.0 and group == "policy":
+                    x = x + self.rng.uniform(-amp, amp, size=x.shape)
+                parts.append(x)
+            obs = np.concatenate(parts, axis=1).astype(np.float32)
+            out[group] = torch.from_numpy(obs).to(self.device)
+        return out
+
+    # -------------------------------------------------------------------- step
+    def _check_actions(self, actions) -> np.ndarray:
+        if isinstance(actions, torch.Tensor):
+            a = actions.detach().to("cpu", torch.float64).numpy()
+        else:
+            a = np.asarray(actions, dtype=np.float64)
+        if a.shape != (self.num_envs, self.num_actions):
+            raise ValueError(
+                f"actions must have shape (num_envs, num_actions) = "
+                f"({self.num_envs}, {self.num_actions}), got {tuple(a.shape)}"
+            )
+        bad = ~np.isfinite(a).all(axis=1)
+        if bad.any():
+            ids = np.flatnonzero(bad)
+            shown = ", ".join(map(str, ids[:20])) + (" ..." if len(ids) > 20 else "")
+            raise ValueError(f"non-finite actions (NaN/inf) for env ids [{shown}]")
+        return a
+
+    def step(self, actions):
+        a = self._check_actions(actions)
+        clip = float(self.cfg["action_clip"])
+        a = np.clip(a, -clip, clip)
+        state = self._sim_state()
+        new_ctrl = np.asarray(self.task.ctrl_from_action(np, a, state), dtype=np.float64)
+
+        seq = self._ctrl_seq
+        seq[:] = new_ctrl[:, None, :]
+        if self.dr["enabled"] and self.latency.any():
+            # The command reaches the motors `latency` physics steps late.
+            late = np.arange(self.frame_skip)[None, :] < self.latency[:, None]
+            np.copyto(seq, self.ctrl[:, None, :], where=late[:, :, None])
+        self._pool.rollout(
+            self.models,
+            self.datas,
+            self.state,
+            seq,
+            control_spec=mujoco.mjtState.mjSTATE_CTRL.value,
+            skip_checks=True,
+            nstep=self.frame_skip,
+            state=self._out_state,
+            sensordata=self._out_sens,
+        )
+        self.state[:] = self._out_state[:, -1]
+        self.sensordata[:] = self._out_sens[:, -1]
+        self.ctrl[:] = new_ctrl
+        self.episode_length += 1
+
+        if self.push_interval:
+            self._push(np.flatnonzero(self.episode_length % self.push_interval == 0))
+
+        state = self.task.after_step(np, self.sampler, self._sim_state(), a)
+        self.task_vars = dict(state.task)
+        rew_terms = self.task.reward_terms(np, state, a)
+        scales = self.cfg["reward_scales"]
+        reward = np.zeros(self.num_envs)
+        for name, value in rew_terms.items():
+            weighted = value * float(scales.get(name, 0.0))
+            reward += weighted
+            self.episode_terms.setdefault(name, np.zeros(self.num_envs))
+            self.episode_terms[name] += weighted
+        cost = np.asarray(self.task.cost(np, state, a), dtype=np.float64)
+        terminated = np.asarray(self.task.terminated(np, state), dtype=bool)
+        # Diverged physics is a terminal state, not a crash of the whole batch.
+        diverged = ~np.isfinite(self.state).all(axis=1)
+        if diverged.any():
+            terminated = terminated | diverged
+            reward = np.where(diverged, 0.0, reward)
+        time_outs = (self.episode_length >= self.max_episode_length) & ~terminated
+        done = terminated | time_outs
+        self.episode_return += reward
+
+        extras: dict[str, Any] = {"episode": {}}
+        # Task metrics of the step just taken (before any reset), for evaluation.
+        extras["metrics"] = {k: np.asarray(v, dtype=np.float64) for k, v in self.task.metrics(np, state, a).items()}
+        done_ids = np.flatnonzero(done)
+        if len(done_ids):
+            ep = extras["episode"]
+            ep["return"] = float(self.episode_return[done_ids].mean())
+            ep["length"] = float(self.episode_length[done_ids].mean())
+            for name, v in self.episode_terms.items():
+                ep[f"rew_{name}"] = float(v[done_ids].mean())
+            extras["episode_returns"] = self.episode_return[done_ids].copy()
+            extras["episode_lengths"] = self.episode_length[done_ids].copy()
+            self._reset_ids(done_ids)
+            state = self._sim_state()
+        terms = self.task.observation_terms(np, self._sim_state())
+        self._obs = self._observe(terms)
+        dev = self.device
+        extras["time_outs"] = torch.from_numpy(time_outs).to(dev)
+        extras["cost"] = torch.from_numpy(cost.astype(np.float32)).to(dev)
+        extras["terminated"] = torch.from_numpy(terminated).to(dev)
+        return (
+            self._obs,
+            torch.from_numpy(reward.astype(np.float32)).to(dev),
+            torch.from_numpy(done).to(dev),
+            extras,
+        )
+
+    def _push(self, ids: np.ndarray) -> None:
+        """Kick the root's planar velocity (the first two dofs of a floating base)."""
+        if len(ids) == 0:
+            return
+        v = float(self.dr["push_velocity"])
+        qvel = self.slices["qvel"]
+        kick = self.rng.uniform(-v, v, size=(len(ids), 2))
+        self.state[ids, qvel.start : qvel.start + 2] += kick
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,25 @@
+"""Reward shaping helpers over an array namespace."""
+from __future__ import annotations
+
+
+def tolerance(xp, x, margin: float, bound: float = 0.0):
+    """1 inside ``[-bound, bound]``, falling off as a Gaussian of width ``margin`` outside
+    (0.1 at one margin away), in the manner of dm_control's ``rewards.tolerance``."""
+    excess = xp.maximum(xp.abs(x) - bound, 0.0) / margin
+    return xp.exp(excess**2 * -2.302585092994046)  # ln(0.1)
+
+
+def quat_rotate_inverse(xp, quat, vec):
+    """Rotate world-frame ``vec`` (N,3) into the body frame of unit quaternion ``quat`` (N,4, wxyz)."""
+    w = quat[:, 0:1]
+    u = quat[:, 1:4]
+    t = 2.0 * xp.cross(u, vec)
+    return vec - w * t + xp.cross(u, t)
+
+
+def quat_rotate(xp, quat, vec):
+    """Rotate body-frame ``vec`` (N,3) into the world frame by ``quat`` (N,4, wxyz)."""
+    w = quat[:, 0:1]
+    u = quat[:, 1:4]
+    t = 2.0 * xp.cross(u, vec)
+    return vec + w * t + xp.cross(u, t)

@@ -1,0 +1,50 @@
+"""The batched env contract, in the style of Isaac Gym / legged_gym / rsl_rl.
+
+All tensors live on ``device`` with a leading ``num_envs`` axis. ``step`` resets
+finished envs by itself; the observations it returns for those envs are the first
+of their new episode. ``extras`` always carries:
+
+* ``time_outs`` (bool, num_envs): the episode ended by its time limit, not by a
+  terminal state, so learners bootstrap the value there;
+* ``cost`` (float, num_envs): the task's safety cost (zeros where it has none);
+* ``episode`` (dict of floats): means over the envs that finished this step of
+  each reward term's episode sum, the return and the length; empty when none did.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+class VecEnv:
+    num_envs: int
+    num_actions: int
+    max_episode_length: int
+    device: torch.device
+    # Observation size per group, e.g. {"policy": 48, "critic": 60}.
+    obs_sizes: dict[str, int]
+    # The names (and widths) of the terms each group concatenates, in order.
+    obs_layout: dict[str, list[tuple[str, int]]]
+    action_names: list[str]
+    step_dt: float
+
+    def reset(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def step(
+        self, actions: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, dict[str, Any]]:
+        raise NotImplementedError
+
+    def get_observations(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
