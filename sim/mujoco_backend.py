@@ -112,6 +112,16 @@ class MujocoVecEnv(VecEnv):
             task=self.task_vars,
         )
 
+    def _sim_state_rows(self, ids: np.ndarray) -> SimState:
+        s = self.slices
+        return SimState(
+            qpos=self.state[ids, s["qpos"]],
+            qvel=self.state[ids, s["qvel"]],
+            sensordata=self.sensordata[ids],
+            ctrl=self.ctrl[ids],
+            task={k: v[ids] for k, v in self.task_vars.items()},
+        )
+
     def _init_all(self) -> None:
         ids = np.arange(self.num_envs)
         qpos, qvel, task_vars = self.task.reset(np, self.sampler, self.num_envs)
@@ -132,7 +142,6 @@ class MujocoVecEnv(VecEnv):
         self.state[ids, s["qvel"]] = qvel
         for k, v in task_vars.items():
             self.task_vars[k][ids] = v
-        self.ctrl[ids] = 0.0
         if self.dr["enabled"]:
             lo, hi = self.dr["latency_substeps"]
             self.latency[ids] = self.rng.integers(int(lo), int(hi) + 1, size=len(ids))
@@ -142,14 +151,19 @@ class MujocoVecEnv(VecEnv):
         self.episode_return[ids] = 0.0
         for v in self.episode_terms.values():
             v[ids] = 0.0
+        # A fresh episode starts from the command of a zero action (the default pose
+        # for position-controlled robots); with latency it is what the motors hold
+        # until the first command arrives.
+        zero = np.zeros((len(ids), self.num_actions))
+        self.ctrl[ids] = self.task.ctrl_from_action(np, zero, self._sim_state_rows(ids))
         # Sensors of a fresh state need one forward pass; resets are rare enough
         # that a per-env loop costs little.
         data = self.datas[0]
         for i in ids:
             mujoco.mj_setState(self.models[i], data, self.state[i], _STATE_SPEC)
+            data.ctrl[:] = self.ctrl[i]
             mujoco.mj_forward(self.models[i], data)
             self.sensordata[i] = data.sensordata
-            self.ctrl[i] = data.ctrl  # zeros; kept for actuators with defaults
 
     def reset(self) -> dict[str, torch.Tensor]:
         self._init_all()

@@ -82,6 +82,9 @@ class Task:
 
     name: str = ""
     asset: str = ""  # file name in robotrl/assets
+    # "position": ctrl = default_pose + action_scale * action (PD targets);
+    # "motor": ctrl = action_scale * action.
+    action_type: str = "motor"
     # Termination means the robot fell (eval counts these as falls).
     termination_is_fall: bool = False
     # How eval aggregates each step metric over an episode: "mean" or "last".

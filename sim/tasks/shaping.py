@@ -23,3 +23,13 @@ def quat_rotate(xp, quat, vec):
     u = quat[:, 1:4]
     t = 2.0 * xp.cross(u, vec)
     return vec + w * t + xp.cross(u, t)
+
+
+def projected_gravity(xp, quat):
+    """Unit gravity ``(0, 0, -1)`` seen in the body frame of ``quat`` (N,4, wxyz): minus the
+    third row of the rotation matrix, what a robot gets from its IMU orientation."""
+    w, x, y, z = quat[:, 0], quat[:, 1], quat[:, 2], quat[:, 3]
+    gx = 2.0 * (w * y - x * z)
+    gy = -2.0 * (y * z + w * x)
+    gz = 2.0 * (x * x + y * y) - 1.0
+    return xp.stack([gx, gy, gz], axis=1)

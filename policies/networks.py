@@ -1,0 +1,95 @@
+"""Networks: MLPs, empirical observation normalization, the Gaussian actor-critic."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.distributions import Normal
+
+ACTIVATIONS = {"elu": nn.ELU, "relu": nn.ReLU, "tanh": nn.Tanh, "silu": nn.SiLU}
+
+
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: str = "elu") -> nn.Sequential:
+    if activation not in ACTIVATIONS:
+        raise KeyError(f"unknown activation {activation!r}; available: {', '.join(ACTIVATIONS)}")
+    layers: list[nn.Module] = []
+    last = in_dim
+    for width in hidden:
+        layers += [nn.Linear(last, width), ACTIVATIONS[activation]()]
+        last = width
+    layers.append(nn.Linear(last, out_dim))
+    return nn.Sequential(*layers)
+
+
+class EmpiricalNormalization(nn.Module):
+    """Running mean/std of observations (parallel Welford update over batches)."""
+
+    def __init__(self, size: int, eps: float = 1e-2, until: int | None = None):
+        super().__init__()
+        self.eps = eps
+        self.until = until
+        self.register_buffer("mean", torch.zeros(size))
+        self.register_buffer("var", torch.ones(size))
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))
+
+    @property
+    def std(self) -> torch.Tensor:
+        return torch.sqrt(self.var + self.eps**2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        if self.until is not None and self.count >= self.until:
+            return
+        n = x.shape[0]
+        total = self.count + n
+        batch_mean = x.mean(0)
+        batch_var = x.var(0, unbiased=False)
+        delta = batch_mean - self.mean
+        self.mean += delta * n / total
+        self.var = (self.var * self.count + batch_var * n + delta**2 * self.count * n / total) / total
+        self.count = total
+
+
+class ActorCritic(nn.Module):
+    """Gaussian actor on the ``policy`` group, value critic on the ``critic`` group."""
+
+    def __init__(
+        self,
+        num_actor_obs: int,
+        num_critic_obs: int,
+        num_actions: int,
+        actor_hidden: Sequence[int] = (256, 128, 128),
+        critic_hidden: Sequence[int] = (256, 128, 128),
+        activation: str = "elu",
+        init_noise_std: float = 1.0,
+        normalize_obs: bool = True,
+    ):
+        super().__init__()
+        self.actor = mlp(num_actor_obs, actor_hidden, num_actions, activation)
+        self.critic = mlp(num_critic_obs, critic_hidden, 1, activation)
+        self.actor_norm = EmpiricalNormalization(num_actor_obs) if normalize_obs else nn.Identity()
+        self.critic_norm = EmpiricalNormalization(num_critic_obs) if normalize_obs else nn.Identity()
+        # State-independent exploration noise, learned in log space so it stays positive.
+        self.log_std = nn.Parameter(torch.full((num_actions,), float(init_noise_std)).log())
+        # Small last-layer weights start the policy near the default pose.
+        nn.init.orthogonal_(self.actor[-1].weight, gain=0.01)
+        nn.init.zeros_(self.actor[-1].bias)
+
+    def update_normalization(self, obs: dict[str, torch.Tensor]) -> None:
+        if isinstance(self.actor_norm, EmpiricalNormalization):
+            self.actor_norm.update(obs["policy"])
+            self.critic_norm.update(obs["critic"])
+
+    def action_mean(self, actor_obs: torch.Tensor) -> torch.Tensor:
+        return self.actor(self.actor_norm(actor_obs))
+
+    def distribution(self, actor_obs: torch.Tensor) -> Normal:
+        mean = self.action_mean(actor_obs)
+        return Normal(mean, self.log_std.exp().expand_as(mean))
+
+    def value(self, critic_obs: torch.Tensor) -> torch.Tensor:
+        return self.critic(self.critic_norm(critic_obs)).squeeze(-1)

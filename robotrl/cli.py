@@ -1,0 +1,132 @@
+"""``robotrl <verb> key=value ...``: Hydra-composed configs, one verb per job.
+
+Verbs: ``train``, ``eval``, ``export``. ``robotrl <verb> --cfg`` prints the
+composed config without running anything.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+VERBS = ("train", "eval", "export")
+USAGE = """usage: robotrl <verb> [key=value ...]
+
+verbs:
+  train   task=NAME algo=ppo [sim=mujoco steps=N seed=S num_envs=N out=DIR resume=true ...]
+  eval    policy=ARTIFACT_DIR [task=NAME episodes=N out=DIR video=false]
+  export  run=RUN_DIR [out=DIR]
+
+Add --cfg to print the composed config and exit.
+"""
+
+
+def compose(verb: str, overrides: list[str]) -> dict:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    with initialize_config_module(config_module="robotrl.conf", version_base="1.3"):
+        cfg = hydra_compose(config_name=verb, overrides=overrides)
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def train(cfg: dict) -> dict:
+    from robotrl.runner import OnPolicyRunner
+
+    if cfg["algo"]["name"] != "ppo":
+        raise SystemExit(f"algo {cfg['algo']['name']!r} has no trainer yet")
+    runner = OnPolicyRunner(cfg)
+    try:
+        runner.learn(progress=cfg["progress"])
+        result = runner.finish(progress=cfg["progress"])
+    finally:
+        runner.close()
+    print(f"run directory: {runner.out}")
+    return result
+
+
+def evaluate_cmd(cfg: dict) -> dict:
+    from robotrl.evaluate import evaluate, format_eval, write_eval
+    from robotrl.policies.artifact import ArtifactPolicy
+    from robotrl.sim import make_task
+
+    policy = ArtifactPolicy(cfg["policy"])
+    task_cfg = cfg.get("task") or {}
+    name = task_cfg.get("name") or policy.meta["task"]
+    task = make_task(name, task_cfg.get("config") or {})
+    if name != policy.meta["task"]:
+        print(f"note: evaluating a {policy.meta['task']} policy on task {name}")
+    result = evaluate(
+        policy, task, int(cfg["episodes"]), seed=int(cfg["seed"]), sim=cfg["sim"]["name"],
+        randomize=bool(cfg["randomize"]), progress=cfg["progress"],
+    )
+    out = Path(cfg["out"]) if cfg.get("out") else Path(cfg["policy"]).resolve().parent
+    path = write_eval(result, out)
+    print(format_eval(result))
+    print(f"wrote {path}")
+    return result
+
+
+def export_cmd(cfg: dict) -> Path:
+    from robotrl.runner import CHECKPOINT, OnPolicyRunner
+    from robotrl.checkpoint import CheckpointError
+    import yaml
+
+    run = Path(cfg["run"])
+    if not (run / "config.yaml").is_file():
+        raise CheckpointError(f"{run} is not a run directory (no config.yaml)")
+    run_cfg = yaml.safe_load((run / "config.yaml").read_text())
+    run_cfg.update(out=str(run), resume=True, num_envs=1)
+    runner = OnPolicyRunner(run_cfg)
+    try:
+        if cfg.get("out"):
+            from robotrl.export import export_artifact
+
+            folder = export_artifact(runner.alg.inference_module(), runner.task, runner.env.obs_layout["policy"], cfg["out"], runner.cfg)
+        else:
+            folder = runner.export()
+    finally:
+        runner.close()
+    print(f"exported {run / CHECKPOINT} -> {folder}")
+    return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from robotrl.checkpoint import CheckpointError
+    from robotrl.policies.artifact import ArtifactError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    verb, overrides = argv[0], argv[1:]
+    if verb not in VERBS:
+        print(f"robotrl: unknown verb {verb!r}; available verbs: {', '.join(VERBS)}", file=sys.stderr)
+        return 2
+    show_cfg = "--cfg" in overrides
+    overrides = [o for o in overrides if o != "--cfg"]
+    try:
+        cfg = compose(verb, overrides)
+        if show_cfg:
+            print(OmegaConf.to_yaml(cfg))
+            return 0
+        {"train": train, "eval": evaluate_cmd, "export": export_cmd}[verb](cfg)
+    except (HydraException, OmegaConfBaseException) as exc:
+        print(f"robotrl {verb}: {exc}", file=sys.stderr)
+        return 2
+    except (CheckpointError, ArtifactError, FileExistsError, KeyError, ValueError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"robotrl {verb}: error: {msg}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"robotrl {verb}: interrupted (the last finished iteration is checkpointed)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

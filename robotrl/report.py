@@ -1,0 +1,56 @@
+"""The human report of a run: report.md with a return-curve PNG."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: reports are written on servers and in CI
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_return_curve(history: dict, path: Path, title: str) -> Path:
+    fig, ax1 = plt.subplots(figsize=(7, 4), dpi=100)
+    ax1.plot(history["env_steps"], history["return"], color="tab:blue", label="mean episode return")
+    ax1.set_xlabel("env steps")
+    ax1.set_ylabel("mean episode return (last 200 episodes)")
+    ax1.grid(alpha=0.3)
+    if history.get("wall_time"):
+        ax2 = ax1.twiny()
+        ax2.set_xlim(0, history["wall_time"][-1])
+        ax2.set_xlabel("wall-clock seconds")
+    ax1.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_report(out: Path, cfg: dict, history: dict, result: dict) -> Path:
+    out = Path(out)
+    plot_return_curve(history, out / "return_curve.png", f"{cfg['task']['name']} — {cfg['algo']['name']}")
+    train = result.get("train", {})
+    lines = [
+        f"# {cfg['task']['name']} — {cfg['algo']['name']} on {cfg['sim']['name']}",
+        "",
+        f"- env steps: {train.get('env_steps', 0):,} in {train.get('iterations', 0)} iterations, "
+        f"{train.get('wall_time_s', 0.0):.1f} s ({train.get('steps_per_s', 0.0):,.0f} steps/s)",
+        f"- num_envs: {cfg['num_envs']}, seed: {cfg['seed']}",
+        "- artifact: [artifact/policy.yaml](artifact/policy.yaml)",
+        "",
+        "![return curve](return_curve.png)",
+        "",
+        f"## Evaluation ({result['episodes']} episodes, deterministic actions)",
+        "",
+        "| quantity | mean | std |",
+        "|---|---|---|",
+        f"| return | {result['return_mean']:.2f} | {result['return_std']:.2f} |",
+        f"| cost | {result['cost_mean']:.2f} | {result['cost_std']:.2f} |",
+        f"| episode length | {result['length_mean']:.1f} | {result['length_std']:.1f} |",
+    ]
+    for k, v in result["metrics"].items():
+        lines.append(f"| {k} | {v:.3f} | |" if isinstance(v, float) else f"| {k} | {v} | |")
+    lines.append("")
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path

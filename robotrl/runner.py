@@ -1,0 +1,199 @@
+"""The on-policy runner: collect, update, log, checkpoint; then export, evaluate, report.
+
+A run directory holds::
+
+    config.yaml          resolved config of the run
+    checkpoints/         latest.pt (every checkpoint_interval iterations and at the end)
+    tb/                  TensorBoard scalars
+    artifact/            policy.onnx + policy.yaml
+    eval.json, report.md, return_curve.png
+"""
+from __future__ import annotations
+
+import math
+import sys
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+from robotrl.algos.ppo import PPO, PPOConfig
+from robotrl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from robotrl.evaluate import evaluate, format_eval, write_eval
+from robotrl.export import export_artifact
+from robotrl.policies.artifact import ArtifactPolicy
+from robotrl.report import write_report
+from robotrl.sim import make_env, make_task
+
+CHECKPOINT = "checkpoints/latest.pt"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class OnPolicyRunner:
+    def __init__(self, cfg: dict[str, Any]):
+        self.cfg = cfg
+        self.out = Path(cfg["out"])
+        self.resume_state = None
+        if cfg.get("resume"):
+            # Read (and validate) the checkpoint before touching anything in the run
+            # directory, so a bad checkpoint leaves the run exactly as it was.
+            self.resume_state = load_checkpoint(self.out / CHECKPOINT)
+            saved = self.resume_state.get("config", {})
+            for key in ("task", "algo"):
+                if saved.get(key, {}).get("name") != cfg[key]["name"]:
+                    raise CheckpointError(
+                        f"checkpoint {self.out / CHECKPOINT} is from {key} "
+                        f"{saved.get(key, {}).get('name')!r}, not {cfg[key]['name']!r}"
+                    )
+        elif (self.out / CHECKPOINT).exists():
+            raise FileExistsError(
+                f"{self.out} already holds a run; pass resume=true to continue it or choose another out=DIR"
+            )
+        seed_everything(int(cfg["seed"]))
+        self.task = make_task(cfg["task"]["name"], cfg["task"].get("config") or {})
+        self.env = make_env(
+            self.task,
+            int(cfg["num_envs"]),
+            sim=cfg["sim"]["name"],
+            seed=int(cfg["seed"]),
+            device=cfg["device"],
+            randomize=cfg["task"].get("randomize"),
+        )
+        algo_cfg = PPOConfig.from_dict(cfg["algo"])
+        self.alg = PPO(algo_cfg, self.env.obs_sizes, self.env.num_actions, self.env.num_envs, cfg["device"], int(cfg["seed"]))
+        self.steps_per_iter = self.env.num_envs * algo_cfg.num_steps_per_env
+        self.num_iterations = max(1, math.ceil(int(cfg["steps"]) / self.steps_per_iter))
+        self.iteration = 0
+        self.env_steps = 0
+        self.wall_time = 0.0
+        self.history: dict[str, list[float]] = {"env_steps": [], "return": [], "length": [], "wall_time": []}
+        if self.resume_state is not None:
+            s = self.resume_state
+            self.alg.load_state_dict(s["algo"])
+            self.iteration = int(s["iteration"])
+            self.env_steps = int(s["env_steps"])
+            self.wall_time = float(s.get("wall_time", 0.0))
+            self.history = {k: list(v) for k, v in s["history"].items()}
+
+    # -------------------------------------------------------------------- train
+    def _checkpoint(self) -> None:
+        save_checkpoint(
+            self.out / CHECKPOINT,
+            {
+                "algo": self.alg.state_dict(),
+                "iteration": self.iteration,
+                "env_steps": self.env_steps,
+                "wall_time": self.wall_time,
+                "history": self.history,
+                "config": self.cfg,
+            },
+        )
+
+    def learn(self, progress: bool = True) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "config.yaml").write_text(yaml.safe_dump(self.cfg, sort_keys=False))
+        writer = SummaryWriter(str(self.out / "tb"))
+        interval = int(self.cfg["checkpoint_interval"])
+        recent_returns: list[float] = []
+        recent_lengths: list[float] = []
+        obs = self.env.get_observations()
+        bar = tqdm(
+            total=self.num_iterations * self.steps_per_iter,
+            initial=min(self.env_steps, self.num_iterations * self.steps_per_iter),
+            unit="step",
+            unit_scale=True,
+            desc=f"{self.task.name}",
+            disable=not progress,
+            dynamic_ncols=True,
+            # In a log file (no terminal) a redraw per iteration would flood it.
+            mininterval=0.1 if sys.stderr.isatty() else 30.0,
+        )
+        try:
+            while self.iteration < self.num_iterations:
+                t0 = time.perf_counter()
+                ep_infos = []
+                for _ in range(self.alg.cfg.num_steps_per_env):
+                    actions = self.alg.act(obs)
+                    obs, rewards, dones, extras = self.env.step(actions)
+                    self.alg.process_step(rewards, dones, extras["time_outs"])
+                    if "episode_returns" in extras:
+                        recent_returns.extend(extras["episode_returns"].tolist())
+                        recent_lengths.extend(extras["episode_lengths"].tolist())
+                        ep_infos.append(extras["episode"])
+                collect_time = time.perf_counter() - t0
+                self.alg.compute_returns(obs)
+                losses = self.alg.update()
+                iter_time = time.perf_counter() - t0
+                self.iteration += 1
+                self.env_steps += self.steps_per_iter
+                self.wall_time += iter_time
+                recent_returns = recent_returns[-200:]
+                recent_lengths = recent_lengths[-200:]
+                mean_return = float(np.mean(recent_returns)) if recent_returns else float("nan")
+                mean_length = float(np.mean(recent_lengths)) if recent_lengths else float("nan")
+                self.history["env_steps"].append(self.env_steps)
+                self.history["return"].append(mean_return)
+                self.history["length"].append(mean_length)
+                self.history["wall_time"].append(self.wall_time)
+                self._log(writer, losses, ep_infos, mean_return, mean_length, collect_time, iter_time)
+                bar.update(self.steps_per_iter)
+                bar.set_postfix(sps=f"{self.steps_per_iter / iter_time:,.0f}", ret=f"{mean_return:.1f}")
+                if self.iteration % interval == 0 or self.iteration == self.num_iterations:
+                    self._checkpoint()
+        except BaseException:
+            # Nothing lost on a crash or Ctrl-C: the last finished iteration is kept.
+            if self.iteration > 0:
+                self._checkpoint()
+            raise
+        finally:
+            bar.close()
+            writer.close()
+
+    def _log(self, writer, losses, ep_infos, mean_return, mean_length, collect_time, iter_time) -> None:
+        step = self.env_steps
+        for k, v in losses.items():
+            writer.add_scalar(f"loss/{k}", v, step)
+        writer.add_scalar("train/mean_return", mean_return, step)
+        writer.add_scalar("train/mean_episode_length", mean_length, step)
+        writer.add_scalar("perf/steps_per_s", self.steps_per_iter / iter_time, step)
+        writer.add_scalar("perf/collect_fraction", collect_time / iter_time, step)
+        keys = {k for info in ep_infos for k in info}
+        for k in sorted(keys):
+            vals = [info[k] for info in ep_infos if k in info]
+            writer.add_scalar(f"episode/{k}", float(np.mean(vals)), step)
+
+    # ---------------------------------------------------- export / eval / report
+    def export(self) -> Path:
+        return export_artifact(
+            self.alg.inference_module(), self.task, self.env.obs_layout["policy"], self.out / "artifact", self.cfg
+        )
+
+    def finish(self, progress: bool = True) -> dict:
+        folder = self.export()
+        policy = ArtifactPolicy(folder)
+        result = evaluate(policy, self.task, int(self.cfg["eval_episodes"]), seed=int(self.cfg["seed"]) + 10_000, progress=progress)
+        result["train"] = {
+            "env_steps": self.env_steps,
+            "iterations": self.iteration,
+            "wall_time_s": self.wall_time,
+            "steps_per_s": self.env_steps / max(self.wall_time, 1e-9),
+        }
+        write_eval(result, self.out)
+        write_report(self.out, self.cfg, self.history, result)
+        print(format_eval(result))
+        return result
+
+    def close(self) -> None:
+        self.env.close()
