@@ -60,6 +60,8 @@ class OnPolicyRunner:
                 f"{self.out} already holds a run; pass resume=true to continue it or choose another out=DIR"
             )
         seed_everything(int(cfg["seed"]))
+        if cfg["sim"].get("torch_threads"):
+            torch.set_num_threads(int(cfg["sim"]["torch_threads"]))
         self.task = make_task(cfg["task"]["name"], cfg["task"].get("config") or {})
         self.env = make_env(
             self.task,
@@ -68,6 +70,7 @@ class OnPolicyRunner:
             seed=int(cfg["seed"]),
             device=cfg["device"],
             randomize=cfg["task"].get("randomize"),
+            nthread=cfg["sim"].get("nthread"),
         )
         algo_cfg = PPOConfig.from_dict(cfg["algo"])
         self.alg = PPO(algo_cfg, self.env.obs_sizes, self.env.num_actions, self.env.num_envs, cfg["device"], int(cfg["seed"]))
@@ -108,6 +111,7 @@ class OnPolicyRunner:
         interval = int(self.cfg["checkpoint_interval"])
         recent_returns: list[float] = []
         recent_lengths: list[float] = []
+        self.env.randomize_episode_start()
         obs = self.env.get_observations()
         bar = tqdm(
             total=self.num_iterations * self.steps_per_iter,

@@ -172,6 +172,12 @@ class MujocoVecEnv(VecEnv):
     def get_observations(self) -> dict[str, torch.Tensor]:
         return self._obs
 
+    def randomize_episode_start(self) -> None:
+        """Spread the envs' time-limit clocks over the episode (legged_gym's
+        init_at_random_ep_len): otherwise all envs start and time out together, and
+        every batch of experience comes from the same phase of the episode."""
+        self.episode_length[:] = self.rng.integers(0, self.max_episode_length, size=self.num_envs)
+
     # ------------------------------------------------------------ observations
     def _observe(self, terms: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         out = {}
@@ -271,6 +277,14 @@ class MujocoVecEnv(VecEnv):
                 ep[f"rew_{name}"] = float(v[done_ids].mean())
             extras["episode_returns"] = self.episode_return[done_ids].copy()
             extras["episode_lengths"] = self.episode_length[done_ids].copy()
+            # The last observation of each finished episode (clean, no noise), for
+            # learners that bootstrap time-outs from the true final state.
+            final_terms = self.task.observation_terms(np, self._sim_state_rows(done_ids))
+            extras["final_ids"] = done_ids
+            extras["final_observations"] = {
+                g: np.concatenate([final_terms[n] for n, _ in layout], axis=1).astype(np.float32)
+                for g, layout in self.obs_layout.items()
+            }
             self._reset_ids(done_ids)
             state = self._sim_state()
         terms = self.task.observation_terms(np, self._sim_state())

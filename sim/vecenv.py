@@ -40,6 +40,9 @@ class VecEnv:
     def get_observations(self) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def randomize_episode_start(self) -> None:
+        """Desynchronize the envs' time limits before training (optional)."""
+
     def close(self) -> None:
         pass
 

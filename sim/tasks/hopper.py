@@ -35,7 +35,7 @@ class Hopper(Task):
             reward_scales={"forward": 1.0, "healthy": 1.0, "control": -1e-3},
             obs_noise={"joint_pos": 0.0, "joint_vel": 0.0},
             # Gymnasium's healthy ranges: torso height > 0.7 m, |pitch| < 0.2 rad and
-            # every other state entry within +-100.
+            # qpos[2:] and qvel within +-100 (state_vector()[2:] in Gymnasium).
             healthy={"min_z": 0.7, "max_angle": 0.2, "max_state": 100.0},
             reset_noise=5e-3,
             joint_vel_clip=10.0,

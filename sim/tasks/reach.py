@@ -2,9 +2,11 @@
 
 The policy commands joint-position targets around a ready pose (PD servos in the
 MJCF). Targets are drawn per env at reset from a shell in front of the shoulder that
-the arm reaches with room to spare inside its commandable range (default pose +-
-action_scale rad). The target lives in the task variables, not the model, because all
-envs share one model. Positions are in the arm base frame, which is the world frame.
+the arm reaches inside its commandable range (ready pose +- action_scale rad; with
+the default ranges an IK solve 0.15 rad inside that range gets within 3 cm of every
+target, within 1 cm of 98%). The target lives in the task variables, not the model,
+because all envs share one model. Positions are in the arm base frame, which is the
+world frame.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import numpy as np
 from robotrl.sim.task import SimState, Task, common_config, register
 
 JOINTS = ("shoulder_yaw", "shoulder_pitch", "elbow", "wrist_pitch")
+SHOULDER = np.array([0.0, 0.0, 0.18])  # the shoulder pitch axis, center of the target shell
 
 
 @register
@@ -56,8 +59,6 @@ class Reach(Task):
             },
         )
 
-    SHOULDER = np.array([0.0, 0.0, 0.18])
-
     def setup(self) -> None:
         m = self.model
         if tuple(self.action_names) != JOINTS:
@@ -70,7 +71,7 @@ class Reach(Task):
         az = sampler.uniform(*t["azimuth"], (num, 1))
         el = sampler.uniform(*t["elevation"], (num, 1))
         offset = xp.concatenate([r * xp.cos(el) * xp.cos(az), r * xp.cos(el) * xp.sin(az), r * xp.sin(el)], axis=1)
-        target = self.SHOULDER + offset
+        target = SHOULDER + offset
         target = xp.concatenate([target[:, :2], xp.maximum(target[:, 2:], t["min_height"])], axis=1)
         noise = self.config["reset_joint_noise"]
         qpos = self.default_pose + sampler.uniform(-noise, noise, (num, 4))

@@ -1,0 +1,1 @@
+"""Adapters from a robotrl VecEnv to the interfaces of other RL libraries."""

@@ -1,0 +1,60 @@
+"""A robotrl VecEnv as a Stable-Baselines3 ``VecEnv`` (the ``policy`` observations)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv as SB3VecEnv
+
+from robotrl.sim.vecenv import VecEnv
+
+
+class SB3VecEnvAdapter(SB3VecEnv):
+    def __init__(self, env: VecEnv):
+        self.env = env
+        obs_dim = env.obs_sizes["policy"]
+        clip = float(getattr(env, "cfg", {}).get("action_clip", 1.0))
+        super().__init__(
+            env.num_envs,
+            spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32),
+            spaces.Box(-clip, clip, (env.num_actions,), np.float32),
+        )
+        self._actions = None
+
+    def reset(self):
+        return self.env.reset()["policy"].cpu().numpy()
+
+    def step_async(self, actions) -> None:
+        self._actions = torch.as_tensor(np.asarray(actions), dtype=torch.float32)
+
+    def step_wait(self):
+        obs, rew, done, extras = self.env.step(self._actions)
+        infos = [{} for _ in range(self.num_envs)]
+        time_outs = extras["time_outs"].cpu().numpy()
+        if "final_ids" in extras:
+            final = extras["final_observations"]["policy"]
+            for row, i in enumerate(extras["final_ids"]):
+                infos[i]["terminal_observation"] = final[row]
+                infos[i]["TimeLimit.truncated"] = bool(time_outs[i])
+                infos[i]["episode"] = {"r": float(extras["episode_returns"][row]), "l": int(extras["episode_lengths"][row])}
+        return obs["policy"].cpu().numpy(), rew.cpu().numpy(), done.cpu().numpy(), infos
+
+    def close(self) -> None:
+        self.env.close()
+
+    def get_attr(self, attr_name, indices=None):
+        return [getattr(self.env, attr_name)] * len(self._indices(indices))
+
+    def set_attr(self, attr_name, value, indices=None) -> None:
+        setattr(self.env, attr_name, value)
+
+    def env_method(self, method_name, *args, indices=None, **kwargs):
+        return [getattr(self.env, method_name)(*args, **kwargs)] * len(self._indices(indices))
+
+    def env_is_wrapped(self, wrapper_class, indices=None):
+        return [False] * len(self._indices(indices))
+
+    def _indices(self, indices):
+        if indices is None:
+            return range(self.num_envs)
+        return [indices] if isinstance(indices, int) else indices
