@@ -95,6 +95,12 @@ class MujocoVecEnv(VecEnv):
             if self.dr["enabled"] and self.dr["push_interval_s"] > 0
             else 0
         )
+        self.push_dofs = task.push_dofs
+        if self.push_dofs is None:
+            free_root = self.model.njnt > 0 and self.model.jnt_type[0] == mujoco.mjtJoint.mjJNT_FREE
+            self.push_dofs = (0, 1) if free_root else ()
+        if self.push_interval and not self.push_dofs:
+            raise ValueError(f"task {task.name} has no floating base to push; set push_interval_s=0")
         self.obs_layout: dict[str, list[tuple[str, int]]] = {}
         self.obs_sizes: dict[str, int] = {}
         self._noise = {k: float(v) for k, v in self.cfg["obs_noise"].items()}
@@ -301,13 +307,13 @@ class MujocoVecEnv(VecEnv):
         )
 
     def _push(self, ids: np.ndarray) -> None:
-        """Kick the root's planar velocity (the first two dofs of a floating base)."""
+        """Kick the root's velocity (the task's ``push_dofs``)."""
         if len(ids) == 0:
             return
         v = float(self.dr["push_velocity"])
-        qvel = self.slices["qvel"]
-        kick = self.rng.uniform(-v, v, size=(len(ids), 2))
-        self.state[ids, qvel.start : qvel.start + 2] += kick
+        cols = self.slices["qvel"].start + np.asarray(self.push_dofs)
+        kick = self.rng.uniform(-v, v, size=(len(ids), len(cols)))
+        self.state[np.ix_(ids, cols)] += kick
 
     def close(self) -> None:
         if self._pool is not None:

@@ -87,6 +87,9 @@ class Task:
     action_type: str = "motor"
     # Termination means the robot fell (eval counts these as falls).
     termination_is_fall: bool = False
+    # Velocity dofs that random pushes kick; None: the planar linear velocity of a
+    # free-floating root (dofs 0 and 1), nothing for a fixed base.
+    push_dofs: tuple[int, ...] | None = None
     # How eval aggregates each step metric over an episode: "mean" or "last".
     metric_aggregation: Mapping[str, str] = {}
 

@@ -16,6 +16,7 @@ from robotrl.sim.task import SimState, Task, common_config, register
 class HalfCheetah(Task):
     name = "halfcheetah"
     asset = "halfcheetah.xml"
+    push_dofs = (0, 1)  # rootx and rootz velocity of the planar root
     metric_aggregation = {"forward_velocity": "mean"}
     observation_groups = {
         "policy": ("joint_pos", "joint_vel"),

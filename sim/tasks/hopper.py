@@ -18,6 +18,7 @@ class Hopper(Task):
     name = "hopper"
     asset = "hopper.xml"
     termination_is_fall = True
+    push_dofs = (0, 1)  # rootx and rootz velocity of the planar root
     metric_aggregation = {"forward_velocity": "mean"}
     observation_groups = {
         "policy": ("joint_pos", "joint_vel"),

@@ -123,3 +123,9 @@ def test_cost_is_zero_where_task_defines_none():
     with make_env("hopper", 4) as env:
         _, _, _, extras = env.step(torch.zeros(4, env.num_actions))
         assert torch.equal(extras["cost"], torch.zeros(4))
+
+
+def test_pushes_on_a_fixed_base_are_refused():
+    task = make_task("reach", _dr_config(push_interval_s=1.0, push_velocity=0.5))
+    with pytest.raises(ValueError, match="no floating base"):
+        make_env(task, 2)
