@@ -153,7 +153,7 @@ class OnPolicyRunner:
                 self.history["wall_time"].append(self.wall_time)
                 self._log(writer, losses, ep_infos, mean_return, mean_length, collect_time, iter_time)
                 bar.update(self.steps_per_iter)
-                bar.set_postfix(sps=f"{self.steps_per_iter / iter_time:,.0f}", ret=f"{mean_return:.1f}")
+                bar.set_postfix(sps=f"{self.steps_per_iter / iter_time:,.0f}", ret=f"{mean_return:.1f}", refresh=False)
                 if self.iteration % interval == 0 or self.iteration == self.num_iterations:
                     self._checkpoint()
         except BaseException:

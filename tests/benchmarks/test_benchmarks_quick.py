@@ -1,0 +1,45 @@
+"""Every benchmark script runs in --quick mode and writes comparison rows with a ratio."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def run_quick(name: str, tmp_path: Path) -> dict:
+    out = tmp_path / f"{name}.json"
+    proc = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), "--quick", "--json", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ratio" in proc.stdout  # the printed table
+    data = json.loads(out.read_text())
+    assert data["benchmark"] == name and data["rows"]
+    return data
+
+
+@pytest.mark.slow
+def test_sim_throughput_quick(tmp_path):
+    data = run_quick("sim_throughput", tmp_path)
+    for row in data["rows"]:
+        assert row["raw_rollout_sps"] > 0 and row["robotrl_vecenv_sps"] > 0
+        assert row["ratio"] == pytest.approx(row["robotrl_vecenv_sps"] / row["raw_rollout_sps"])
+        assert row["device"] == "cpu"
+
+
+@pytest.mark.slow
+def test_train_vs_sb3_quick(tmp_path):
+    data = run_quick("train_vs_sb3", tmp_path)
+    row = data["rows"][0]
+    assert row["robotrl_reached"], row
+    assert row["sb3_time_s"] > 0 and row["robotrl_time_s"] > 0
+
+
+@pytest.mark.slow
+def test_quadruped_walk_quick(tmp_path):
+    data = run_quick("quadruped_walk", tmp_path)
+    row = data["rows"][0]
+    assert row["env_steps"] >= 1_000_000
+    assert 0.0 <= row["velocity_tracking"] <= 1.0
