@@ -15,7 +15,7 @@ USAGE = """usage: robotrl <verb> [key=value ...]
 
 verbs:
   train   task=NAME algo=ppo [sim=mujoco steps=N seed=S num_envs=N out=DIR resume=true ...]
-  eval    policy=ARTIFACT_DIR [task=NAME episodes=N out=DIR video=false]
+  eval    policy=ARTIFACT_DIR [task=NAME episodes=N seed=S randomize=false out=DIR]
   export  run=RUN_DIR [out=DIR]
 
 Add --cfg to print the composed config and exit.

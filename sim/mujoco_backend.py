@@ -252,21 +252,19 @@ class MujocoVecEnv(VecEnv):
 
         state = self.task.after_step(np, self.sampler, self._sim_state(), a)
         self.task_vars = dict(state.task)
+        # Diverged physics is a terminal state of that env (scored zero), not a
+        # crash of the whole batch.
+        diverged = ~np.isfinite(self.state).all(axis=1)
         rew_terms = self.task.reward_terms(np, state, a)
         scales = self.cfg["reward_scales"]
         reward = np.zeros(self.num_envs)
         for name, value in rew_terms.items():
-            weighted = value * float(scales.get(name, 0.0))
+            weighted = np.where(diverged, 0.0, value * float(scales.get(name, 0.0)))
             reward += weighted
             self.episode_terms.setdefault(name, np.zeros(self.num_envs))
             self.episode_terms[name] += weighted
-        cost = np.asarray(self.task.cost(np, state, a), dtype=np.float64)
-        terminated = np.asarray(self.task.terminated(np, state), dtype=bool)
-        # Diverged physics is a terminal state, not a crash of the whole batch.
-        diverged = ~np.isfinite(self.state).all(axis=1)
-        if diverged.any():
-            terminated = terminated | diverged
-            reward = np.where(diverged, 0.0, reward)
+        cost = np.where(diverged, 0.0, np.asarray(self.task.cost(np, state, a), dtype=np.float64))
+        terminated = np.asarray(self.task.terminated(np, state), dtype=bool) | diverged
         time_outs = (self.episode_length >= self.max_episode_length) & ~terminated
         done = terminated | time_outs
         self.episode_return += reward
@@ -292,7 +290,6 @@ class MujocoVecEnv(VecEnv):
                 for g, layout in self.obs_layout.items()
             }
             self._reset_ids(done_ids)
-            state = self._sim_state()
         terms = self.task.observation_terms(np, self._sim_state())
         self._obs = self._observe(terms)
         dev = self.device

@@ -129,3 +129,12 @@ def test_pushes_on_a_fixed_base_are_refused():
     task = make_task("reach", _dr_config(push_interval_s=1.0, push_velocity=0.5))
     with pytest.raises(ValueError, match="no floating base"):
         make_env(task, 2)
+
+
+def test_diverged_env_terminates_alone():
+    with make_env("hopper", 4, seed=0) as env:
+        env.state[1, env.slices["qvel"].start] = np.nan
+        _, rew, done, extras = env.step(torch.zeros(4, env.num_actions))
+        assert done[1] and extras["terminated"][1] and not extras["time_outs"][1]
+        assert torch.isfinite(rew).all() and rew[1] == 0.0
+        assert np.isfinite(env.state).all()  # env 1 was reset
