@@ -242,6 +242,8 @@ class MujocoVecEnv(VecEnv):
             state=self._out_state,
             sensordata=self._out_sens,
         )
+        t = self.slices["time"].start
+        expected_time = self.state[:, t] + self.frame_skip * self.model.opt.timestep
         self.state[:] = self._out_state[:, -1]
         self.sensordata[:] = self._out_sens[:, -1]
         self.ctrl[:] = new_ctrl
@@ -253,8 +255,11 @@ class MujocoVecEnv(VecEnv):
         state = self.task.after_step(np, self.sampler, self._sim_state(), a)
         self.task_vars = dict(state.task)
         # Diverged physics is a terminal state of that env (scored zero), not a
-        # crash of the whole batch.
-        diverged = ~np.isfinite(self.state).all(axis=1)
+        # crash of the whole batch. MuJoCo resets unstable data to the model's
+        # initial state (and its clock to zero) inside the rollout, so a clock
+        # that did not advance by the frame skip gives the divergence away.
+        clock_reset = np.abs(self.state[:, t] - expected_time) > 0.5 * self.model.opt.timestep
+        diverged = clock_reset | ~np.isfinite(self.state).all(axis=1)
         rew_terms = self.task.reward_terms(np, state, a)
         scales = self.cfg["reward_scales"]
         reward = np.zeros(self.num_envs)

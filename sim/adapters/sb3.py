@@ -43,7 +43,9 @@ class SB3VecEnvAdapter(SB3VecEnv):
         self.env.close()
 
     def get_attr(self, attr_name, indices=None):
-        return [getattr(self.env, attr_name)] * len(self._indices(indices))
+        # A robotrl env renders nothing through SB3 (render_mode None).
+        value = getattr(self.env, attr_name) if hasattr(self.env, attr_name) else None
+        return [value] * len(self._indices(indices))
 
     def set_attr(self, attr_name, value, indices=None) -> None:
         setattr(self.env, attr_name, value)

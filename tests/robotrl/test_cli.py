@@ -88,3 +88,30 @@ def test_console_script_is_installed():
     out = subprocess.run([exe, "train", "task=hopper", "--cfg"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "name: hopper" in out.stdout
+
+
+def test_ctrl_c_keeps_the_last_iteration(tmp_path):
+    """Nothing lost on an interrupt: SIGINT mid-run leaves a loadable checkpoint."""
+    import signal
+    import time
+
+    import torch
+
+    out = tmp_path / "interrupted"
+    exe = os.path.join(os.path.dirname(sys.executable), "robotrl")
+    proc = subprocess.Popen([exe, "train", "task=cartpole_swingup", "steps=100000000", "num_envs=32",
+                             "algo.num_steps_per_env=16", "checkpoint_interval=1000", "progress=false", f"out={out}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not (out / "tb").exists() and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(3.0)  # some iterations, none checkpointed by the interval
+        assert not (out / "checkpoints/latest.pt").exists()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    state = torch.load(out / "checkpoints/latest.pt", weights_only=True)
+    assert state["iteration"] >= 1 and state["env_steps"] == state["iteration"] * 32 * 16
