@@ -80,12 +80,7 @@ def export_cmd(cfg: dict) -> Path:
     run_cfg.update(out=str(run), resume=True, num_envs=1)
     runner = OnPolicyRunner(run_cfg)
     try:
-        if cfg.get("out"):
-            from robotrl.export import export_artifact
-
-            folder = export_artifact(runner.alg.inference_module(), runner.task, runner.env.obs_layout["policy"], cfg["out"], runner.cfg)
-        else:
-            folder = runner.export()
+        folder = runner.export(cfg.get("out"))
     finally:
         runner.close()
     print(f"exported {run / CHECKPOINT} -> {folder}")

@@ -179,9 +179,9 @@ class OnPolicyRunner:
             writer.add_scalar(f"episode/{k}", float(np.mean(vals)), step)
 
     # ---------------------------------------------------- export / eval / report
-    def export(self) -> Path:
+    def export(self, folder: str | Path | None = None) -> Path:
         return export_artifact(
-            self.alg.inference_module(), self.task, self.env.obs_layout["policy"], self.out / "artifact", self.cfg
+            self.alg.inference_module(), self.task, self.env.obs_layout["policy"], folder or self.out / "artifact", self.cfg
         )
 
     def finish(self, progress: bool = True) -> dict:
