@@ -7,6 +7,8 @@ import torch
 from torch import nn
 from torch.distributions import Normal
 
+from robotrl import distributed
+
 ACTIVATIONS = {"elu": nn.ELU, "relu": nn.ReLU, "tanh": nn.Tanh, "silu": nn.SiLU}
 
 
@@ -44,10 +46,20 @@ class EmpiricalNormalization(nn.Module):
     def update(self, x: torch.Tensor) -> None:
         if self.until is not None and self.count >= self.until:
             return
-        n = x.shape[0]
+        if distributed.active():
+            # Every rank must hold the same statistics, or identical parameters
+            # would act on differently normalized inputs.
+            d = x.shape[1]
+            stats = torch.cat([x.new_tensor([x.shape[0]]), x.sum(0), (x * x).sum(0)]).double()
+            distributed.all_reduce_sum_(stats)
+            n = int(stats[0].item())
+            batch_mean = (stats[1 : 1 + d] / n).to(x.dtype)
+            batch_var = (stats[1 + d :] / n - (stats[1 : 1 + d] / n) ** 2).clamp(min=0.0).to(x.dtype)
+        else:
+            n = x.shape[0]
+            batch_mean = x.mean(0)
+            batch_var = x.var(0, unbiased=False)
         total = self.count + n
-        batch_mean = x.mean(0)
-        batch_var = x.var(0, unbiased=False)
         delta = batch_mean - self.mean
         self.mean += delta * n / total
         self.var = (self.var * self.count + batch_var * n + delta**2 * self.count * n / total) / total

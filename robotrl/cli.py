@@ -36,14 +36,20 @@ def train(cfg: dict) -> dict:
 
     if cfg["algo"]["name"] != "ppo":
         raise SystemExit(f"algo {cfg['algo']['name']!r} has no trainer yet")
-    runner = OnPolicyRunner(cfg)
+    from robotrl import distributed
+
     try:
-        runner.learn(progress=cfg["progress"])
-        result = runner.finish(progress=cfg["progress"])
+        runner = OnPolicyRunner(cfg)
+        try:
+            runner.learn(progress=cfg["progress"])
+            result = runner.finish(progress=cfg["progress"])
+        finally:
+            runner.close()
+        if distributed.is_main():
+            print(f"run directory: {runner.out}")
+        return result
     finally:
-        runner.close()
-    print(f"run directory: {runner.out}")
-    return result
+        distributed.shutdown()
 
 
 def evaluate_cmd(cfg: dict) -> dict:

@@ -22,6 +22,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from robotrl import distributed
 from robotrl.algos.ppo import PPO, PPOConfig
 from robotrl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from robotrl.evaluate import evaluate, format_eval, write_eval
@@ -59,22 +60,28 @@ class OnPolicyRunner:
             raise FileExistsError(
                 f"{self.out} already holds a run; pass resume=true to continue it or choose another out=DIR"
             )
-        seed_everything(int(cfg["seed"]))
+        # Under torchrun each rank steps num_envs / world_size envs with its own seed.
+        self.device = distributed.init_from_env(cfg["device"])
+        self.world_size, self.rank = distributed.world_size(), distributed.rank()
+        if int(cfg["num_envs"]) % self.world_size:
+            raise ValueError(f"num_envs={cfg['num_envs']} does not split evenly over {self.world_size} processes")
+        local_envs = int(cfg["num_envs"]) // self.world_size
+        seed_everything(int(cfg["seed"]) + self.rank)
         if cfg["sim"].get("torch_threads"):
             torch.set_num_threads(int(cfg["sim"]["torch_threads"]))
         self.task = make_task(cfg["task"]["name"], cfg["task"].get("config") or {})
         self.env = make_env(
             self.task,
-            int(cfg["num_envs"]),
+            local_envs,
             sim=cfg["sim"]["name"],
-            seed=int(cfg["seed"]),
-            device=cfg["device"],
+            seed=int(cfg["seed"]) + self.rank,
+            device=self.device,
             randomize=cfg["task"].get("randomize"),
             nthread=cfg["sim"].get("nthread"),
         )
         algo_cfg = PPOConfig.from_dict(cfg["algo"])
-        self.alg = PPO(algo_cfg, self.env.obs_sizes, self.env.num_actions, self.env.num_envs, cfg["device"], int(cfg["seed"]))
-        self.steps_per_iter = self.env.num_envs * algo_cfg.num_steps_per_env
+        self.alg = PPO(algo_cfg, self.env.obs_sizes, self.env.num_actions, self.env.num_envs, self.device, int(cfg["seed"]))
+        self.steps_per_iter = self.world_size * self.env.num_envs * algo_cfg.num_steps_per_env
         self.num_iterations = max(1, math.ceil(int(cfg["steps"]) / self.steps_per_iter))
         self.iteration = 0
         self.env_steps = 0
@@ -90,6 +97,8 @@ class OnPolicyRunner:
 
     # -------------------------------------------------------------------- train
     def _checkpoint(self) -> None:
+        if not distributed.is_main():
+            return
         save_checkpoint(
             self.out / CHECKPOINT,
             {
@@ -105,9 +114,11 @@ class OnPolicyRunner:
     def learn(self, progress: bool = True) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.yaml").write_text(yaml.safe_dump(self.cfg, sort_keys=False))
-        writer = SummaryWriter(str(self.out / "tb"))
+        main = distributed.is_main()
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.yaml").write_text(yaml.safe_dump(self.cfg, sort_keys=False))
+        writer = SummaryWriter(str(self.out / "tb")) if main else None
         interval = int(self.cfg["checkpoint_interval"])
         recent_returns: list[float] = []
         recent_lengths: list[float] = []
@@ -119,7 +130,7 @@ class OnPolicyRunner:
             unit="step",
             unit_scale=True,
             desc=f"{self.task.name}",
-            disable=not progress,
+            disable=not (progress and main),
             dynamic_ncols=True,
             # In a log file (no terminal) a redraw per iteration would flood it.
             mininterval=0.1 if sys.stderr.isatty() else 30.0,
@@ -151,7 +162,8 @@ class OnPolicyRunner:
                 self.history["return"].append(mean_return)
                 self.history["length"].append(mean_length)
                 self.history["wall_time"].append(self.wall_time)
-                self._log(writer, losses, ep_infos, mean_return, mean_length, collect_time, iter_time)
+                if writer is not None:
+                    self._log(writer, losses, ep_infos, mean_return, mean_length, collect_time, iter_time)
                 bar.update(self.steps_per_iter)
                 bar.set_postfix(sps=f"{self.steps_per_iter / iter_time:,.0f}", ret=f"{mean_return:.1f}", refresh=False)
                 if self.iteration % interval == 0 or self.iteration == self.num_iterations:
@@ -163,7 +175,8 @@ class OnPolicyRunner:
             raise
         finally:
             bar.close()
-            writer.close()
+            if writer is not None:
+                writer.close()
 
     def _log(self, writer, losses, ep_infos, mean_return, mean_length, collect_time, iter_time) -> None:
         step = self.env_steps
@@ -185,6 +198,8 @@ class OnPolicyRunner:
         )
 
     def finish(self, progress: bool = True) -> dict:
+        if not distributed.is_main():
+            return {}
         folder = self.export()
         policy = ArtifactPolicy(folder)
         result = evaluate(policy, self.task, int(self.cfg["eval_episodes"]), seed=int(self.cfg["seed"]) + 10_000, progress=progress)

@@ -11,7 +11,8 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
-from robotrl.policies.networks import ActorCritic
+from robotrl import distributed
+from robotrl.policies.networks import ActorCritic, EmpiricalNormalization
 from robotrl.storage import RolloutStorage
 
 
@@ -36,6 +37,10 @@ class PPOConfig:
     init_noise_std: float = 1.0
     normalize_obs: bool = True
     normalize_advantage: bool = True
+    # Divide rewards by the running std of the discounted return (as SB3's
+    # VecNormalize does), so value targets have unit scale whatever the task's
+    # reward scale.
+    normalize_reward: bool = False
 
     @classmethod
     def from_dict(cls, cfg: dict) -> "PPOConfig":
@@ -119,11 +124,15 @@ class PPO:
             cfg.init_noise_std,
             cfg.normalize_obs,
         ).to(self.device)
+        # Under torchrun every rank starts from rank 0's weights.
+        distributed.broadcast_module_(self.model)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate)
         self.learning_rate = cfg.learning_rate
         self.storage = RolloutStorage(cfg.num_steps_per_env, num_envs, obs_sizes, num_actions, self.device)
         self.generator = torch.Generator().manual_seed(seed)
         self._last: dict | None = None
+        self.return_norm = EmpiricalNormalization(1).to(self.device) if cfg.normalize_reward else None
+        self._discounted_return = torch.zeros(num_envs, device=self.device)
 
     def _critic_obs(self, obs):
         return obs[self.critic_group]
@@ -146,6 +155,11 @@ class PPO:
     @torch.no_grad()
     def process_step(self, rewards: torch.Tensor, dones: torch.Tensor, time_outs: torch.Tensor) -> None:
         last = self._last
+        if self.return_norm is not None:
+            self._discounted_return = self._discounted_return * self.cfg.gamma + rewards
+            self.return_norm.update(self._discounted_return[:, None])
+            rewards = rewards / self.return_norm.std
+            self._discounted_return = self._discounted_return * (1.0 - dones.float())
         # An episode cut by its time limit did not end: bootstrap with the value of
         # the state it was in (the next observation is already the reset one).
         rewards = rewards + self.cfg.gamma * last["values"] * time_outs.float()
@@ -174,6 +188,8 @@ class PPO:
 
             with torch.no_grad():
                 kl = gaussian_kl(batch["action_mean"], batch["action_std"], dist.mean, dist.stddev).mean().item()
+                # One learning rate for all ranks, or their parameters drift apart.
+                kl = distributed.mean_scalar(kl, self.device)
             if cfg.schedule == "adaptive":
                 self.learning_rate = adapt_learning_rate(self.learning_rate, kl, cfg.desired_kl)
                 for group in self.optimizer.param_groups:
@@ -185,6 +201,7 @@ class PPO:
 
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            distributed.average_gradients_(self.model.parameters())
             nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
             self.optimizer.step()
             totals["surrogate"] += surr.item()
@@ -205,6 +222,7 @@ class PPO:
             "optimizer": self.optimizer.state_dict(),
             "learning_rate": self.learning_rate,
             "generator": self.generator.get_state(),
+            "return_norm": self.return_norm.state_dict() if self.return_norm is not None else None,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -212,6 +230,8 @@ class PPO:
         self.optimizer.load_state_dict(state["optimizer"])
         self.learning_rate = float(state["learning_rate"])
         self.generator.set_state(state["generator"])
+        if self.return_norm is not None and state.get("return_norm") is not None:
+            self.return_norm.load_state_dict(state["return_norm"])
 
     def inference_module(self) -> nn.Module:
         """obs -> deterministic action, with normalization inside (what gets exported)."""

@@ -54,3 +54,26 @@ def test_adaptive_learning_rate_rule():
 def test_config_rejects_unknown_keys():
     with pytest.raises(KeyError, match="learning_rat"):
         PPOConfig.from_dict({"learning_rat": 1e-3})
+
+
+def test_reward_normalization_divides_by_running_std_of_discounted_return():
+    from robotrl.algos.ppo import PPO, PPOConfig
+
+    cfg = PPOConfig(num_steps_per_env=4, normalize_reward=True, gamma=0.5, actor_hidden=(8,), critic_hidden=(8,))
+    alg = PPO(cfg, {"policy": 3, "critic": 3}, 1, num_envs=2)
+    obs = {"policy": torch.zeros(2, 3), "critic": torch.zeros(2, 3)}
+    rewards = torch.tensor([2.0, 4.0])
+    no = torch.zeros(2, dtype=torch.bool)
+    returns = []
+    ret = torch.zeros(2)
+    for _ in range(4):
+        alg.act(obs)
+        alg.process_step(rewards, no, no)
+        ret = ret * 0.5 + rewards
+        returns.append(ret.clone())
+    seen = torch.stack(returns).reshape(-1)
+    std = torch.sqrt(seen.var(unbiased=False) + 1e-4)
+    # The last stored reward was divided by the std of every discounted return so far.
+    stored = alg.storage.rewards[3]  # no time-outs, so no bootstrap term was added
+    assert torch.allclose(stored, rewards / std, rtol=1e-5)
+    assert not torch.allclose(stored, rewards)
