@@ -10,8 +10,14 @@ from robotrl.sim.vecenv import VecEnv
 
 
 class SB3VecEnvAdapter(SB3VecEnv):
-    def __init__(self, env: VecEnv):
+    """``randomize_episode_start=True`` spreads the envs' time-limit clocks after
+    every ``reset()`` (as robotrl's runner and rsl_rl's ``init_at_random_ep_len``
+    do), so that a rollout does not come from one phase of the episode in all envs;
+    the first episodes then end early, as time-outs."""
+
+    def __init__(self, env: VecEnv, randomize_episode_start: bool = False):
         self.env = env
+        self.randomize_episode_start = randomize_episode_start
         obs_dim = env.obs_sizes["policy"]
         clip = float(getattr(env, "cfg", {}).get("action_clip", 1.0))
         super().__init__(
@@ -22,7 +28,10 @@ class SB3VecEnvAdapter(SB3VecEnv):
         self._actions = None
 
     def reset(self):
-        return self.env.reset()["policy"].cpu().numpy()
+        obs = self.env.reset()["policy"].cpu().numpy()
+        if self.randomize_episode_start:
+            self.env.randomize_episode_start()
+        return obs
 
     def step_async(self, actions) -> None:
         self._actions = torch.as_tensor(np.asarray(actions), dtype=torch.float32)
