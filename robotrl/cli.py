@@ -22,9 +22,33 @@ Add --cfg to print the composed config and exit.
 """
 
 
+# Backends whose tasks are other libraries' env names rather than robotrl tasks.
+EXTERNAL_SIMS = ("gymnasium", "brax")
+
+
+def _external_task(overrides: list[str]) -> list[str]:
+    """``task=HalfCheetah-v5`` names no task file: with an external backend it
+    becomes the ``external`` task file carrying that env name."""
+    from importlib import resources
+
+    sim = next((o.split("=", 1)[1] for o in overrides if o.startswith("sim=")), None)
+    if sim not in EXTERNAL_SIMS:
+        return overrides
+    known = {p.name.removesuffix(".yaml") for p in resources.files("robotrl.conf").joinpath("task").iterdir()}
+    out = []
+    for o in overrides:
+        if o.startswith("task=") and o.split("=", 1)[1] not in known:
+            out += ["task=external", f"task.name={o.split('=', 1)[1]}"]
+        else:
+            out.append(o)
+    return out
+
+
 def compose(verb: str, overrides: list[str]) -> dict:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
+
+    overrides = _external_task(list(overrides))
 
     with initialize_config_module(config_module="robotrl.conf", version_base="1.3"):
         cfg = hydra_compose(config_name=verb, overrides=overrides)
@@ -60,12 +84,18 @@ def evaluate_cmd(cfg: dict) -> dict:
     policy = ArtifactPolicy(cfg["policy"])
     task_cfg = cfg.get("task") or {}
     name = task_cfg.get("name") or policy.meta["task"]
-    task = make_task(name, task_cfg.get("config") or {})
+    sim, sim_kwargs = cfg["sim"]["name"], {k: v for k, v in cfg["sim"].items() if k not in ("name", "torch_threads")}
+    trained_sim = policy.meta.get("training", {}).get("sim") or {}
+    if sim not in EXTERNAL_SIMS and trained_sim.get("name") in EXTERNAL_SIMS:
+        # A policy for another library's env is evaluated on the backend it was trained on.
+        sim = trained_sim["name"]
+        sim_kwargs = {k: v for k, v in trained_sim.items() if k not in ("name", "torch_threads")}
+    task = name if sim in EXTERNAL_SIMS else make_task(name, task_cfg.get("config") or {})
     if name != policy.meta["task"]:
         print(f"note: evaluating a {policy.meta['task']} policy on task {name}")
     result = evaluate(
-        policy, task, int(cfg["episodes"]), seed=int(cfg["seed"]), sim=cfg["sim"]["name"],
-        randomize=bool(cfg["randomize"]), progress=cfg["progress"],
+        policy, task, int(cfg["episodes"]), seed=int(cfg["seed"]), sim=sim,
+        randomize=bool(cfg["randomize"]), progress=cfg["progress"], env_kwargs=sim_kwargs,
     )
     out = Path(cfg["out"]) if cfg.get("out") else Path(cfg["policy"]).resolve().parent
     path = write_eval(result, out)
@@ -118,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         {"train": train, "eval": evaluate_cmd, "export": export_cmd}[verb](cfg)
     except (HydraException, OmegaConfBaseException) as exc:
         print(f"robotrl {verb}: {exc}", file=sys.stderr)
+        if "Could not find 'task/" in str(exc):
+            print("(a Gymnasium env id or Brax env name needs sim=gymnasium or sim=brax)", file=sys.stderr)
         return 2
     except (CheckpointError, ArtifactError, FileExistsError, KeyError, ValueError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

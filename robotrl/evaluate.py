@@ -16,17 +16,22 @@ from robotrl.sim.task import Task
 
 def evaluate(
     policy: Policy,
-    task: Task,
+    task: Task | str,
     num_episodes: int = 16,
     seed: int = 1000,
     sim: str = "mujoco",
     randomize: bool = False,
     progress: bool = True,
+    env_kwargs: dict | None = None,
 ) -> dict[str, Any]:
     """Run ``num_episodes`` episodes, one per env in parallel, with the policy's
     deterministic actions. Metrics aggregate per episode as the task declares
-    ("mean" ignores NaN steps, "last" takes the final step) and then over episodes."""
-    env = make_env(task, num_episodes, sim=sim, seed=seed, randomize=randomize)
+    ("mean" ignores NaN steps, "last" takes the final step) and then over episodes.
+    ``task`` is a robotrl task, or an env name for the gymnasium/brax backends."""
+    kwargs = dict(env_kwargs or {})
+    kwargs.pop("nthread", None)
+    # Evaluation envs are few; one physics thread each is plenty.
+    env = make_env(task, num_episodes, sim=sim, seed=seed, randomize=randomize, **kwargs)
     try:
         return _run(env, policy, task, num_episodes, progress)
     finally:
@@ -42,7 +47,8 @@ def _run(env, policy, task, n, progress) -> dict[str, Any]:
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, np.ndarray] = {}
     last: dict[str, np.ndarray] = {}
-    bar = tqdm(total=env.max_episode_length, desc=f"eval {task.name}", disable=not progress, leave=False)
+    name = task if isinstance(task, str) else task.name
+    bar = tqdm(total=env.max_episode_length, desc=f"eval {name}", disable=not progress, leave=False)
     while running.any():
         action = policy.act(obs["policy"])
         obs, reward, done, extras = env.step(torch.as_tensor(np.asarray(action)))
@@ -64,13 +70,13 @@ def _run(env, policy, task, n, progress) -> dict[str, Any]:
 
     metrics = {}
     for name in sums:
-        how = task.metric_aggregation.get(name, "mean")
+        how = getattr(task, "metric_aggregation", {}).get(name, "mean")
         per_episode = last[name] if how == "last" else sums[name] / np.maximum(counts[name], 1)
         metrics[name] = float(np.mean(per_episode))
-    if task.termination_is_fall:
+    if getattr(task, "termination_is_fall", False):
         metrics["falls"] = int(fell.sum())
     return {
-        "task": task.name,
+        "task": task if isinstance(task, str) else task.name,
         "episodes": int(n),
         "return_mean": float(ret.mean()),
         "return_std": float(ret.std()),

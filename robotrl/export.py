@@ -72,10 +72,50 @@ def artifact_meta(task: Task, obs_layout: list[tuple[str, int]], train_config: d
     }
 
 
-def export_artifact(module, task: Task, obs_layout, folder: str | Path, train_config: dict | None = None) -> Path:
+def env_artifact_meta(name: str, env, obs_layout: list[tuple[str, int]], sim: str, train_config: dict | None = None) -> dict:
+    """The artifact description of a policy for another library's env (gymnasium,
+    brax backends): no robot model, so no PD gains or joint limits; the action is
+    the normalized [-1, 1] action the backend rescales to the env's bounds."""
+    n = env.num_actions
+    unbounded = [[-np.inf, np.inf]] * n
+    return {
+        "format_version": FORMAT_VERSION,
+        "task": name,
+        "sim": sim,
+        "control": {"rate_hz": 1.0 / float(env.step_dt), "sim_dt": float(env.step_dt)},
+        "observation": {
+            "group": "policy",
+            "size": int(sum(w for _, w in obs_layout)),
+            "terms": [{"name": term, "size": int(w)} for term, w in obs_layout],
+            "noise": {},
+        },
+        "action": {
+            "joint_names": list(env.action_names),
+            "type": "normalized",
+            "scale": [1.0] * n,
+            "default_pose": [0.0] * n,
+            "clip": 1.0,
+        },
+        "pd_gains": {"kp": [0.0] * n, "kd": [0.0] * n},
+        "limits": {"joint_position": unbounded, "ctrl": unbounded, "effort": unbounded},
+        "mujoco_version": mujoco.__version__,
+        "source_revision": source_revision(),
+        "training": train_config or {},
+    }
+
+
+def export_artifact(
+    module, task, obs_layout, folder: str | Path, train_config: dict | None = None, sim: str = "mujoco", name: str | None = None
+) -> Path:
+    """Write policy.onnx + policy.yaml. ``task`` is a robotrl :class:`Task`, or for
+    the external backends the VecEnv itself."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    meta = artifact_meta(task, obs_layout, train_config)
+    if isinstance(task, Task):
+        meta = artifact_meta(task, obs_layout, train_config)
+        meta["sim"] = sim
+    else:
+        meta = env_artifact_meta(name, task, obs_layout, sim, train_config)
     export_onnx(module, meta["observation"]["size"], folder / ONNX_FILE)
     write_yaml_atomic(folder / YAML_FILE, meta)
     return folder

@@ -29,6 +29,7 @@ from robotrl.evaluate import evaluate, format_eval, write_eval
 from robotrl.export import export_artifact
 from robotrl.policies.artifact import ArtifactPolicy
 from robotrl.report import write_report
+from robotrl.cli import EXTERNAL_SIMS
 from robotrl.sim import make_env, make_task
 
 CHECKPOINT = "checkpoints/latest.pt"
@@ -69,15 +70,21 @@ class OnPolicyRunner:
         seed_everything(int(cfg["seed"]) + self.rank)
         if cfg["sim"].get("torch_threads"):
             torch.set_num_threads(int(cfg["sim"]["torch_threads"]))
-        self.task = make_task(cfg["task"]["name"], cfg["task"].get("config") or {})
+        self.task_name = cfg["task"]["name"]
+        # External backends (gymnasium, brax) take another library's env name and
+        # have no robotrl Task; their envs describe themselves.
+        self.external = cfg["sim"]["name"] in EXTERNAL_SIMS
+        self.task = None if self.external else make_task(self.task_name, cfg["task"].get("config") or {})
+        self.sim_kwargs = {k: v for k, v in cfg["sim"].items() if k not in ("name", "torch_threads")}
         self.env = make_env(
-            self.task,
+            self.task_name if self.external else self.task,
             local_envs,
             sim=cfg["sim"]["name"],
             seed=int(cfg["seed"]) + self.rank,
             device=self.device,
+            task_config=cfg["task"].get("config") or None,
             randomize=cfg["task"].get("randomize"),
-            nthread=cfg["sim"].get("nthread"),
+            **self.sim_kwargs,
         )
         algo_cfg = PPOConfig.from_dict(cfg["algo"])
         self.alg = PPO(algo_cfg, self.env.obs_sizes, self.env.num_actions, self.env.num_envs, self.device, int(cfg["seed"]))
@@ -129,7 +136,7 @@ class OnPolicyRunner:
             initial=min(self.env_steps, self.num_iterations * self.steps_per_iter),
             unit="step",
             unit_scale=True,
-            desc=f"{self.task.name}",
+            desc=self.task_name,
             disable=not (progress and main),
             dynamic_ncols=True,
             # In a log file (no terminal) a redraw per iteration would flood it.
@@ -194,7 +201,8 @@ class OnPolicyRunner:
     # ---------------------------------------------------- export / eval / report
     def export(self, folder: str | Path | None = None) -> Path:
         return export_artifact(
-            self.alg.inference_module(), self.task, self.env.obs_layout["policy"], folder or self.out / "artifact", self.cfg
+            self.alg.inference_module(), self.task or self.env, self.env.obs_layout["policy"],
+            folder or self.out / "artifact", self.cfg, sim=self.cfg["sim"]["name"], name=self.task_name,
         )
 
     def finish(self, progress: bool = True) -> dict:
@@ -202,7 +210,10 @@ class OnPolicyRunner:
             return {}
         folder = self.export()
         policy = ArtifactPolicy(folder)
-        result = evaluate(policy, self.task, int(self.cfg["eval_episodes"]), seed=int(self.cfg["seed"]) + 10_000, progress=progress)
+        result = evaluate(
+            policy, self.task or self.task_name, int(self.cfg["eval_episodes"]), seed=int(self.cfg["seed"]) + 10_000,
+            sim=self.cfg["sim"]["name"], progress=progress, env_kwargs=self.sim_kwargs,
+        )
         result["train"] = {
             "env_steps": self.env_steps,
             "iterations": self.iteration,

@@ -115,3 +115,23 @@ def test_ctrl_c_keeps_the_last_iteration(tmp_path):
     assert proc.returncode == 130, err[-2000:]
     state = torch.load(out / "checkpoints/latest.pt", weights_only=True)
     assert state["iteration"] >= 1 and state["env_steps"] == state["iteration"] * 32 * 16
+
+
+def test_gymnasium_env_id_trains_exports_and_evaluates(tmp_path, capsys):
+    """`sim=gymnasium task=<env id>`: another library's env through the same verbs."""
+    pytest.importorskip("gymnasium")
+    out = tmp_path / "pend"
+    args = ["train", "sim=gymnasium", "task=Pendulum-v1", "steps=1024", "num_envs=8", "algo.num_steps_per_env=16",
+            "eval_episodes=2", "progress=false", f"out={out}"]
+    assert main(args) == 0
+    meta = yaml.safe_load((out / "artifact" / "policy.yaml").read_text())
+    assert meta["task"] == "Pendulum-v1" and meta["sim"] == "gymnasium"
+    assert meta["action"]["type"] == "normalized" and meta["observation"]["size"] == 3
+    assert json.loads((out / "eval.json").read_text())["length_mean"] == 200
+    # eval picks the artifact's own backend without being told.
+    assert main(["eval", f"policy={out / 'artifact'}", "episodes=2", "progress=false", f"out={tmp_path / 'ev'}"]) == 0
+    assert json.loads((tmp_path / "ev" / "eval.json").read_text())["task"] == "Pendulum-v1"
+    # Without an external backend an env id is not a task, and the error says what to do.
+    capsys.readouterr()
+    assert main(["train", "task=Pendulum-v1"]) == 2
+    assert "sim=gymnasium" in capsys.readouterr().err
