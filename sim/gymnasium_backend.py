@@ -20,29 +20,17 @@ import torch
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 
-from robotrl.sim.vecenv import VecEnv
+from robotrl.sim.vecenv import VecEnv, validate_actions
 
 VECTORIZATION_MODES = ("sync", "async")
 
 
 def check_actions(actions, num_envs: int, num_actions: int) -> np.ndarray:
-    """``actions`` as a float64 ``(num_envs, num_actions)`` array; a wrong shape or a
-    non-finite entry is an error that names the expected shape or the env ids."""
+    """``actions`` as a float64 ``(num_envs, num_actions)`` array, once validated."""
+    validate_actions(actions, num_envs, num_actions)
     if isinstance(actions, torch.Tensor):
-        a = actions.detach().to("cpu", torch.float64).numpy()
-    else:
-        a = np.asarray(actions, dtype=np.float64)
-    if a.shape != (num_envs, num_actions):
-        raise ValueError(
-            f"actions must have shape (num_envs, num_actions) = "
-            f"({num_envs}, {num_actions}), got {tuple(a.shape)}"
-        )
-    bad = ~np.isfinite(a).all(axis=1)
-    if bad.any():
-        ids = np.flatnonzero(bad)
-        shown = ", ".join(map(str, ids[:20])) + (" ..." if len(ids) > 20 else "")
-        raise ValueError(f"non-finite actions (NaN/inf) for env ids [{shown}]")
-    return a
+        return actions.detach().to("cpu", torch.float64).numpy()
+    return np.asarray(actions, dtype=np.float64)
 
 
 def _observation_keys(env_id: str, space) -> list[str] | None:

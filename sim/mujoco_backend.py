@@ -18,7 +18,7 @@ from mujoco import rollout as mj_rollout
 
 from robotrl.sim.randomization import Nominal, randomize_model
 from robotrl.sim.task import Sampler, SimState, Task
-from robotrl.sim.vecenv import VecEnv
+from robotrl.sim.vecenv import VecEnv, validate_actions
 
 _STATE_SPEC = mujoco.mjtState.mjSTATE_FULLPHYSICS
 
@@ -202,21 +202,10 @@ class MujocoVecEnv(VecEnv):
 
     # -------------------------------------------------------------------- step
     def _check_actions(self, actions) -> np.ndarray:
+        validate_actions(actions, self.num_envs, self.num_actions)
         if isinstance(actions, torch.Tensor):
-            a = actions.detach().to("cpu", torch.float64).numpy()
-        else:
-            a = np.asarray(actions, dtype=np.float64)
-        if a.shape != (self.num_envs, self.num_actions):
-            raise ValueError(
-                f"actions must have shape (num_envs, num_actions) = "
-                f"({self.num_envs}, {self.num_actions}), got {tuple(a.shape)}"
-            )
-        bad = ~np.isfinite(a).all(axis=1)
-        if bad.any():
-            ids = np.flatnonzero(bad)
-            shown = ", ".join(map(str, ids[:20])) + (" ..." if len(ids) > 20 else "")
-            raise ValueError(f"non-finite actions (NaN/inf) for env ids [{shown}]")
-        return a
+            return actions.detach().to("cpu", torch.float64).numpy()
+        return np.asarray(actions, dtype=np.float64)
 
     def step(self, actions):
         a = self._check_actions(actions)

@@ -14,7 +14,26 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
+
+
+def validate_actions(actions, num_envs: int, num_actions: int) -> None:
+    """Every backend's check of an action batch (torch or numpy): a wrong shape
+    names the expected one, non-finite entries name the env ids that sent them."""
+    shape = tuple(actions.shape)
+    if shape != (num_envs, num_actions):
+        raise ValueError(
+            f"actions must have shape (num_envs, num_actions) = ({num_envs}, {num_actions}), got {shape}"
+        )
+    if isinstance(actions, torch.Tensor):
+        finite = torch.isfinite(actions).all(dim=1).cpu().numpy()
+    else:
+        finite = np.isfinite(np.asarray(actions, dtype=np.float64)).all(axis=1)
+    if not finite.all():
+        ids = np.flatnonzero(~finite)
+        shown = ", ".join(map(str, ids[:20])) + (" ..." if len(ids) > 20 else "")
+        raise ValueError(f"non-finite actions (NaN/inf) for env ids [{shown}]")
 
 
 class VecEnv:
