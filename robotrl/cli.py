@@ -26,7 +26,7 @@ Add --cfg to print the composed config and exit.
 EXTERNAL_SIMS = ("gymnasium", "brax")
 
 
-def _external_task(overrides: list[str]) -> list[str]:
+def external_task_overrides(overrides: list[str]) -> list[str]:
     """``task=HalfCheetah-v5`` names no task file: with an external backend it
     becomes the ``external`` task file carrying that env name."""
     from importlib import resources
@@ -48,7 +48,7 @@ def compose(verb: str, overrides: list[str]) -> dict:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
 
-    overrides = _external_task(list(overrides))
+    overrides = external_task_overrides(list(overrides))
 
     with initialize_config_module(config_module="robotrl.conf", version_base="1.3"):
         cfg = hydra_compose(config_name=verb, overrides=overrides)
@@ -64,6 +64,8 @@ def train(cfg: dict) -> dict:
 
     try:
         runner = OnPolicyRunner(cfg)
+        if distributed.is_main() and distributed.world_size() > 1:
+            print(f"data-parallel over {distributed.world_size()} processes, {runner.env.num_envs} envs each")
         try:
             runner.learn(progress=cfg["progress"])
             result = runner.finish(progress=cfg["progress"])

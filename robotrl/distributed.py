@@ -6,7 +6,11 @@ normalization, the KL that drives the learning rate) are merged, so every rank
 applies the same update and the parameters stay identical without ever being
 re-sent. Only rank 0 writes logs, checkpoints, the artifact and the report.
 
-Without ``torchrun`` (``WORLD_SIZE`` unset or 1) every helper here is a no-op.
+The process group comes from torchrun's variables (``WORLD_SIZE``, ``RANK``,
+``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``), or, in a submitit job of several
+tasks (the Hydra submitit launcher with ``tasks_per_node`` or ``nodes`` > 1, on
+SLURM or local), from submitit's description of that job. Without either
+(``WORLD_SIZE`` unset or 1) every helper here is a no-op.
 """
 from __future__ import annotations
 
@@ -38,6 +42,8 @@ def init_from_env(device: str) -> str:
     Returns the device this rank trains on: with ``device=cuda`` each rank takes
     the GPU of its ``LOCAL_RANK``; CPU ranks use ``gloo``, GPU ranks ``nccl``.
     """
+    if "WORLD_SIZE" not in os.environ:
+        _export_submitit_tasks()
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return device
     on_gpu = str(device).startswith("cuda")
@@ -45,11 +51,34 @@ def init_from_env(device: str) -> str:
         if not torch.cuda.is_available():
             raise ValueError(f"device={device} was asked for, but torch sees no CUDA device")
         local = int(os.environ.get("LOCAL_RANK", "0"))
+        # SLURM may bind one GPU to each task (--gpus-per-task): then it is device 0.
+        if torch.cuda.device_count() == 1:
+            local = 0
         torch.cuda.set_device(local)
         device = f"cuda:{local}"
     if not dist.is_initialized():
         dist.init_process_group("nccl" if on_gpu else "gloo")
     return device
+
+
+def _export_submitit_tasks() -> None:
+    """In one of several tasks of a submitit job, set torchrun's variables.
+
+    submitit starts one process per task (``srun`` on SLURM); its
+    ``TorchDistributedEnvironment`` maps the job's ``SLURM_*`` (or local)
+    variables to ``MASTER_ADDR`` (the job's first node), ``MASTER_PORT`` (from the
+    job id unless set), ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``. All GPUs of
+    the node stay visible, so ``LOCAL_RANK`` picks the GPU as under torchrun.
+    Leftovers of an outer job (``RANK`` without ``WORLD_SIZE``) are overwritten.
+    """
+    if "SUBMITIT_EXECUTOR" not in os.environ:
+        return
+    try:
+        import submitit
+    except ImportError:
+        return
+    if submitit.JobEnvironment().num_tasks > 1:
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
 
 
 def shutdown() -> None:
