@@ -56,6 +56,48 @@ class Sampler:
         return self.rng.standard_normal(size=shape)
 
 
+class KeySampler:
+    """The :class:`Sampler` API over a JAX PRNG key, for the MJX backend.
+
+    Every draw splits the key, so a task's ``reset``/``after_step`` trace under
+    ``jax.jit`` unchanged and a seed fixes every draw; ``key`` is the state to carry
+    into the next call. Draws have JAX's default float dtype (float32 unless x64 is
+    enabled).
+    """
+
+    def __init__(self, key):
+        self.key = key
+
+    def next_key(self):
+        """A fresh key for draws of one's own; the sampler moves on."""
+        import jax  # only the JAX backends construct a KeySampler
+
+        self.key, sub = jax.random.split(self.key)
+        return sub
+
+    def uniform(self, low, high, shape):
+        import jax
+
+        return jax.random.uniform(self.next_key(), _shape(shape), minval=low, maxval=high)
+
+    def normal(self, shape):
+        import jax
+
+        return jax.random.normal(self.next_key(), _shape(shape))
+
+    def integers(self, low: int, high: int, shape):
+        """Integers in ``[low, high)``, as ``np.random.Generator.integers``."""
+        import jax
+
+        return jax.random.randint(self.next_key(), _shape(shape), low, high)
+
+
+def _shape(shape) -> tuple[int, ...]:
+    if shape is None:
+        return ()
+    return (int(shape),) if np.ndim(shape) == 0 else tuple(int(s) for s in shape)
+
+
 def deep_update(base: dict, updates: Mapping) -> dict:
     """Recursively merge ``updates`` into a copy of ``base``; unknown keys are an error."""
     out = copy.deepcopy(base)
@@ -92,6 +134,9 @@ class Task:
     push_dofs: tuple[int, ...] | None = None
     # How eval aggregates each step metric over an episode: "mean" or "last".
     metric_aggregation: Mapping[str, str] = {}
+    # A model feature MJX cannot run, as the reason to report (e.g. "the noslip
+    # solver"); the mjx backend then refuses the task and parity tests skip it.
+    mjx_unsupported: str | None = None
 
     def __init__(self, config: Mapping | None = None):
         self.config = deep_update(self.default_config(), config or {})

@@ -1,4 +1,9 @@
-"""The mujoco backend: bad input, domain randomization, latency, pushes."""
+"""The mujoco backend: bad input, domain randomization, latency, pushes.
+
+Tests parametrized over ``backend`` hold for the mjx backend too (its
+randomization, latency and pushes are tested in test_mjx_backend.py); they use 8
+envs and default task configs so that mjx compiles each task once per session.
+"""
 import mujoco
 import numpy as np
 import pytest
@@ -7,25 +12,45 @@ import torch
 from robotrl.sim import make_env, make_task
 from robotrl.sim.mujoco_backend import state_slices
 
+BACKENDS = ["mujoco", pytest.param("mjx", marks=pytest.mark.slow)]
+QUICK_BACKENDS = ["mujoco", "mjx"]  # tasks that compile in seconds on mjx
 
-def test_wrong_action_shape_is_rejected():
-    with make_env("cartpole_swingup", 4) as env:
-        with pytest.raises(ValueError, match=r"\(4, 1\)"):
+
+def backend_env(task, num_envs, backend, **kwargs):
+    if backend == "mjx":
+        pytest.importorskip("jax")
+        pytest.importorskip("mujoco.mjx")
+    return make_env(task, num_envs, sim=backend, **kwargs)
+
+
+def physics_state(env) -> np.ndarray:
+    """Every env's qpos and qvel, whatever the backend."""
+    if hasattr(env, "sim_state"):
+        s = env.sim_state()
+        return np.concatenate([s.qpos, s.qvel], axis=1)
+    return env.state[:, env.slices["qpos"].start : env.slices["qvel"].stop].copy()
+
+
+@pytest.mark.parametrize("backend", QUICK_BACKENDS)
+def test_wrong_action_shape_is_rejected(backend):
+    with backend_env("cartpole_swingup", 8, backend) as env:
+        with pytest.raises(ValueError, match=r"\(8, 1\)"):
             env.step(torch.zeros(3, 1))
         with pytest.raises(ValueError, match="shape"):
-            env.step(torch.zeros(4, 2))
+            env.step(torch.zeros(8, 2))
 
 
-def test_nan_actions_name_the_env_ids():
-    with make_env("cartpole_swingup", 6) as env:
-        before = env.state.copy()
-        a = torch.zeros(6, 1)
+@pytest.mark.parametrize("backend", QUICK_BACKENDS)
+def test_nan_actions_name_the_env_ids(backend):
+    with backend_env("cartpole_swingup", 8, backend) as env:
+        before = physics_state(env)
+        a = torch.zeros(8, 1)
         a[2, 0] = float("nan")
         a[5, 0] = float("inf")
         with pytest.raises(ValueError, match=r"env ids \[2, 5\]"):
             env.step(a)
         # Nothing was stepped.
-        assert np.array_equal(env.state, before)
+        assert np.array_equal(physics_state(env), before)
 
 
 def test_state_slices_match_mj_getstate():
@@ -119,22 +144,51 @@ def test_observation_noise_only_on_policy_group():
         assert torch.allclose(oa["critic"], ob["critic"])
 
 
-def test_cost_is_zero_where_task_defines_none():
-    with make_env("hopper", 4) as env:
-        _, _, _, extras = env.step(torch.zeros(4, env.num_actions))
-        assert torch.equal(extras["cost"], torch.zeros(4))
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_observation_noise_stays_within_its_amplitude(backend):
+    """The default quadruped's policy terms are noisy; its critic group starts with
+    the same terms, clean: the task's own terms of the env's state."""
+    with backend_env("quadruped_walk", 8, backend, seed=0) as env:
+        env.step(torch.zeros(8, env.num_actions))
+        obs = env.get_observations()
+        state = env.sim_state() if backend == "mjx" else env._sim_state()
+        terms = env.task.observation_terms(np, state)
+        clean = np.concatenate([terms[n] for n, _ in env.obs_layout["critic"]], axis=1)
+        assert np.allclose(obs["critic"].numpy(), clean, atol=1e-5)
+        start = 0
+        for name, width in env.obs_layout["policy"]:
+            noisy = obs["policy"][:, start : start + width].numpy()
+            diff = np.abs(noisy - terms[name])
+            amp = env.cfg["obs_noise"].get(name, 0.0)
+            assert diff.max() <= amp + 1e-5, name
+            assert (diff.max() > max(amp / 4, 1e-5)) == (amp > 0), name
+            start += width
 
 
-def test_pushes_on_a_fixed_base_are_refused():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cost_is_zero_where_task_defines_none(backend):
+    with backend_env("hopper", 8, backend) as env:
+        _, _, _, extras = env.step(torch.zeros(8, env.num_actions))
+        assert torch.equal(extras["cost"], torch.zeros(8))
+
+
+@pytest.mark.parametrize("backend", QUICK_BACKENDS)
+def test_pushes_on_a_fixed_base_are_refused(backend):
     task = make_task("reach", _dr_config(push_interval_s=1.0, push_velocity=0.5))
     with pytest.raises(ValueError, match="no floating base"):
-        make_env(task, 2)
+        backend_env(task, 2, backend)
 
 
-def test_diverged_env_terminates_alone():
-    with make_env("hopper", 4, seed=0) as env:
-        env.state[1, env.slices["qvel"].start] = np.nan
-        _, rew, done, extras = env.step(torch.zeros(4, env.num_actions))
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_diverged_env_terminates_alone(backend):
+    with backend_env("hopper", 8, backend, seed=0) as env:
+        if backend == "mjx":
+            s = env.sim_state()
+            s.qvel[1, 0] = np.nan
+            env.set_sim_state(s.qpos, s.qvel, s.sensordata, s.ctrl, s.task)
+        else:
+            env.state[1, env.slices["qvel"].start] = np.nan
+        _, rew, done, extras = env.step(torch.zeros(8, env.num_actions))
         assert done[1] and extras["terminated"][1] and not extras["time_outs"][1]
         assert torch.isfinite(rew).all() and rew[1] == 0.0
-        assert np.isfinite(env.state).all()  # env 1 was reset
+        assert np.isfinite(physics_state(env)).all()  # env 1 was reset
