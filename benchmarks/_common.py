@@ -16,6 +16,28 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def default_device() -> str:
+    """"cuda" when torch or JAX sees a GPU, else "cpu" (the benchmarks' --device default)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    try:
+        import jax
+
+        return "cuda" if jax.devices()[0].platform == "gpu" else "cpu"
+    except Exception:  # JAX absent, or no backend it can start
+        return "cpu"
+
+
+def pin_jax_platform(device: str) -> None:
+    """Keep JAX off a GPU it would otherwise pick by default when the run is asked
+    for the CPU (Brax's trainer takes its devices from JAX's default backend).
+    Effective only before JAX starts a backend, so call it before any JAX work."""
+    if str(device).split(":")[0] == "cpu":
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
 def machine() -> dict:
     import mujoco
     import torch
@@ -34,6 +56,8 @@ def print_table(rows: list[dict], columns: list[tuple[str, str]]) -> None:
     """``columns``: (key, header). Numbers print with thousands separators."""
 
     def fmt(v):
+        if isinstance(v, bool):
+            return "yes" if v else "no"
         if isinstance(v, float):
             return f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}"
         if isinstance(v, int):

@@ -37,10 +37,14 @@ TASKS = {
 WINDOW = 100
 
 
-def robotrl_time(task: str, threshold: float, limit: float, seed: int) -> dict:
+def robotrl_time(task: str, threshold: float, limit: float, seed: int, overrides: tuple[str, ...] = ()) -> dict:
+    """``overrides``: more ``robotrl train`` overrides (e.g. ``sim=mjx``). ``setup_s``
+    (config, env and learner construction, JIT compilation on mjx) is not in ``time_s``."""
     with tempfile.TemporaryDirectory() as out:
-        cfg = compose("train", [f"task={task}", f"seed={seed}", f"out={out}", "steps=1000000000"])
+        t_setup = time.perf_counter()
+        cfg = compose("train", [f"task={task}", f"seed={seed}", f"out={out}", "steps=1000000000", *overrides])
         runner = OnPolicyRunner(cfg)
+        setup_s = time.perf_counter() - t_setup
         alg, env = runner.alg, runner.env
         returns: deque = deque(maxlen=WINDOW)
         env.randomize_episode_start()
@@ -64,7 +68,8 @@ def robotrl_time(task: str, threshold: float, limit: float, seed: int) -> dict:
                 break
         elapsed = time.perf_counter() - t0
         runner.close()
-    return {"time_s": elapsed, "steps": steps, "reached": reached, "final_return": float(np.mean(returns)) if returns else float("nan")}
+    return {"time_s": elapsed, "setup_s": setup_s, "steps": steps, "reached": reached,
+            "final_return": float(np.mean(returns)) if returns else float("nan")}
 
 
 def sb3_time(task: str, threshold: float, limit: float, seed: int) -> dict:
@@ -75,6 +80,7 @@ def sb3_time(task: str, threshold: float, limit: float, seed: int) -> dict:
     from robotrl.sim import make_env
     from robotrl.sim.adapters.sb3 import SB3VecEnvAdapter
 
+    t_setup = time.perf_counter()
     venv = VecNormalize(SB3VecEnvAdapter(make_env(task, 16, seed=seed)), norm_obs=True, norm_reward=True, gamma=0.99)
 
     class Stop(BaseCallback):
@@ -98,11 +104,12 @@ def sb3_time(task: str, threshold: float, limit: float, seed: int) -> dict:
                 stats_window_size=WINDOW)
     cb = Stop()
     t0 = time.perf_counter()
+    setup_s = t0 - t_setup
     model.learn(total_timesteps=10**10, callback=cb)
     elapsed = time.perf_counter() - t0
     buf = model.ep_info_buffer
     venv.close()
-    return {"time_s": elapsed, "steps": int(model.num_timesteps), "reached": cb.reached,
+    return {"time_s": elapsed, "setup_s": setup_s, "steps": int(model.num_timesteps), "reached": cb.reached,
             "final_return": float(np.mean([e["r"] for e in buf])) if buf else float("nan")}
 
 

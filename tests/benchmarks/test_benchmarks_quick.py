@@ -43,3 +43,33 @@ def test_quadruped_walk_quick(tmp_path):
     row = data["rows"][0]
     assert row["env_steps"] >= 1_000_000
     assert 0.0 <= row["velocity_tracking"] <= 1.0
+
+
+@pytest.mark.slow
+def test_backends_quick(tmp_path):
+    data = run_quick("backends", tmp_path)
+    rows = data["rows"]
+    assert {r["task"] for r in rows} == {"hopper"}
+    mujoco = [r for r in rows if r["backend"] == "mujoco"]
+    assert mujoco and all(r["status"] == "ok" and r["ratio"] == pytest.approx(1.0) for r in mujoco)
+    for row in rows:
+        # A backend may be missing its library ("n/a: ..."), never fail to run.
+        assert row["status"] == "ok" or row["status"].startswith("n/a"), row
+        if row["status"] == "ok":
+            assert row["steps_per_s"] > 0 and row["setup_s"] > 0 and row["device"]
+            assert row["ratio"] == pytest.approx(row["steps_per_s"] / row["mujoco_steps_per_s"])
+
+
+@pytest.mark.slow
+def test_train_vs_peers_quick(tmp_path):
+    data = run_quick("train_vs_peers", tmp_path)
+    rows = {r["trainer_id"]: r for r in data["rows"]}
+    assert set(rows) == {"robotrl_mujoco", "robotrl_mjx", "rsl_rl", "sb3", "brax_ppo"}
+    base = rows["robotrl_mujoco"]
+    assert base["status"] == "ok" and base["reached"], base
+    for row in rows.values():
+        assert row["status"] == "ok" or row["status"].startswith("skipped"), row
+        if row["status"] == "ok":
+            assert row["total_s"] > 0 and row["robotrl_time_s"] == base["total_s"]
+            assert row["ratio"] == pytest.approx(row["total_s"] / base["total_s"])
+            assert row["ratio_is_lower_bound"] == (not row["reached"])
