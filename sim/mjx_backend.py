@@ -482,7 +482,14 @@ class MjxVecEnv(VecEnv):
     # ---------------------------------------------- inspection (tests, debugging)
     @property
     def episode_length(self) -> np.ndarray:
+        """A copy of the envs' episode clocks; assign a whole array to set them
+        (rsl_rl's runner does, for init_at_random_ep_len)."""
         return np.array(self._state["episode_length"], dtype=np.int64)
+
+    @episode_length.setter
+    def episode_length(self, value) -> None:
+        lengths = jnp.asarray(np.asarray(value, dtype=np.int32).reshape(self.num_envs))
+        self._state = dict(self._state, episode_length=jax.device_put(lengths, self._program.env_sharding))
 
     @property
     def latency(self) -> np.ndarray:

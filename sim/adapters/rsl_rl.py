@@ -51,7 +51,9 @@ class RslRlVecEnvAdapter(RslVecEnv):
                 f"{type(self.env).__name__} has no writable episode clock; "
                 f"train with init_at_random_ep_len=False"
             )
-        clock[:] = torch.as_tensor(value).to("cpu", torch.long).numpy()
+        # Assigned whole: a backend whose clock lives on a device (mjx) hands out
+        # copies, so writing into the array it returned would change nothing.
+        self.env.episode_length = torch.as_tensor(value).to("cpu", torch.long).numpy().reshape(clock.shape)
 
     # --------------------------------------------------------- observations
     def _groups(self, obs: dict[str, torch.Tensor]) -> TensorDict:

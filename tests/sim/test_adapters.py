@@ -96,6 +96,18 @@ def test_rsl_rl_episode_length_buf_drives_the_time_limit():
         assert rsl.episode_length_buf.tolist() == [0, 1, 6]
 
 
+def test_rsl_rl_episode_length_buf_is_written_through_on_mjx():
+    """MJX keeps the clocks on its device and hands out copies: the adapter must
+    assign them, or rsl_rl's init_at_random_ep_len would silently do nothing."""
+    pytest.importorskip("mujoco.mjx")
+    with make_env("pendulum_swingup", 3, sim="mjx", task_config={"episode_length_s": 0.2}) as env:
+        rsl = RslRlVecEnvAdapter(env)
+        rsl.episode_length_buf = torch.tensor([env.max_episode_length - 1, 0, 2])
+        _, _, done, extras = rsl.step(torch.zeros(3, 1))
+        assert done.tolist() == [1, 0, 0] and extras["time_outs"].tolist() == [True, False, False]
+        assert rsl.episode_length_buf.tolist() == [0, 1, 3]
+
+
 def test_rsl_rl_adapter_over_the_gymnasium_backend():
     with make_env("Pendulum-v1", 2, sim="gymnasium", env_kwargs={"max_episode_steps": 3}) as env:
         rsl = RslRlVecEnvAdapter(env)
