@@ -102,24 +102,6 @@ def sb3(threshold: float, limit: float, seed: int, device: str) -> dict:
 RSL_RL_NUM_ENVS = 128  # robotrl's tuned cartpole_swingup setting
 
 
-def rsl_rl_train_cfg() -> dict:
-    """rsl_rl PPO with robotrl's tuned cartpole_swingup settings (the same as
-    tests/sim/test_adapters.py: 64 steps per env, 64x64 ELU, obs normalization)."""
-    mlp = {"class_name": "MLPModel", "hidden_dims": [64, 64], "activation": "elu", "obs_normalization": True}
-    return {
-        "num_steps_per_env": 64,
-        "save_interval": 10**9,
-        "obs_groups": {"actor": ["policy"], "critic": ["critic"]},
-        "algorithm": {
-            "class_name": "PPO", "num_learning_epochs": 5, "num_mini_batches": 4, "clip_param": 0.2,
-            "gamma": 0.99, "lam": 0.95, "value_loss_coef": 1.0, "entropy_coef": 0.0, "learning_rate": 1e-3,
-            "max_grad_norm": 1.0, "schedule": "adaptive", "desired_kl": 0.01,
-        },
-        "actor": {**mlp, "distribution_cfg": {"class_name": "GaussianDistribution", "init_std": 1.0}},
-        "critic": mlp,
-    }
-
-
 class _Stop(Exception):
     """Raised from inside rsl_rl's learn(): its loop has no stopping hook."""
 
@@ -128,9 +110,9 @@ def rsl_rl(threshold: float, limit: float, seed: int, device: str) -> dict:
     from rsl_rl.runners import OnPolicyRunner
 
     from robotrl.sim import make_env
-    from robotrl.sim.adapters.rsl_rl import RslRlVecEnvAdapter
+    from robotrl.sim.adapters.rsl_rl import RslRlVecEnvAdapter, rsl_rl_ppo_config
 
-    cfg = rsl_rl_train_cfg()
+    cfg = rsl_rl_ppo_config()
     steps_per_env = cfg["num_steps_per_env"]
 
     class StopAtThreshold(RslRlVecEnvAdapter):

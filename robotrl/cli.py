@@ -10,6 +10,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from robotrl.sim import EXTERNAL_SIMS
+
 VERBS = ("train", "eval", "export")
 USAGE = """usage: robotrl <verb> [key=value ...]
 
@@ -20,10 +22,6 @@ verbs:
 
 Add --cfg to print the composed config and exit.
 """
-
-
-# Backends whose tasks are other libraries' env names rather than robotrl tasks.
-EXTERNAL_SIMS = ("gymnasium", "brax")
 
 
 def external_task_overrides(overrides: list[str]) -> list[str]:

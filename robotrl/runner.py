@@ -29,8 +29,7 @@ from robotrl.evaluate import evaluate, format_eval, write_eval
 from robotrl.export import export_artifact
 from robotrl.policies.artifact import ArtifactPolicy
 from robotrl.report import write_report
-from robotrl.cli import EXTERNAL_SIMS
-from robotrl.sim import make_env, make_task
+from robotrl.sim import EXTERNAL_SIMS, make_env, make_task
 
 CHECKPOINT = "checkpoints/latest.pt"
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 from robotrl.sim.task import Task, make_task, task_names
 
 
+# Backends whose tasks are other libraries' env names rather than robotrl tasks.
+EXTERNAL_SIMS = ("gymnasium", "brax")
+
+
 def make_env(task, num_envs: int, sim: str = "mujoco", seed: int = 0, device: str = "cpu", task_config=None, **kwargs):
     """A batched env of ``task`` (a name or a :class:`Task`) on backend ``sim``."""
     if sim == "gymnasium":
@@ -31,4 +35,4 @@ def make_env(task, num_envs: int, sim: str = "mujoco", seed: int = 0, device: st
     raise KeyError(f"unknown sim backend {sim!r}; available backends: mujoco, mjx, gymnasium, brax")
 
 
-__all__ = ["Task", "make_env", "make_task", "task_names"]
+__all__ = ["EXTERNAL_SIMS", "Task", "make_env", "make_task", "task_names"]

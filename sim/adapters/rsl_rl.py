@@ -77,3 +77,22 @@ class RslRlVecEnvAdapter(RslVecEnv):
 
     def close(self) -> None:
         self.env.close()
+
+
+def rsl_rl_ppo_config(num_steps_per_env: int = 64, hidden=(64, 64)) -> dict:
+    """An rsl_rl OnPolicyRunner config with robotrl's PPO settings (tuned
+    cartpole_swingup sizes by default): ELU MLPs with observation normalization,
+    5 epochs x 4 minibatches, adaptive learning rate at KL 0.01."""
+    mlp = {"class_name": "MLPModel", "hidden_dims": list(hidden), "activation": "elu", "obs_normalization": True}
+    return {
+        "num_steps_per_env": num_steps_per_env,
+        "save_interval": 10**9,
+        "obs_groups": {"actor": ["policy"], "critic": ["critic"]},
+        "algorithm": {
+            "class_name": "PPO", "num_learning_epochs": 5, "num_mini_batches": 4, "clip_param": 0.2,
+            "gamma": 0.99, "lam": 0.95, "value_loss_coef": 1.0, "entropy_coef": 0.0, "learning_rate": 1e-3,
+            "max_grad_norm": 1.0, "schedule": "adaptive", "desired_kl": 0.01,
+        },
+        "actor": {**mlp, "distribution_cfg": {"class_name": "GaussianDistribution", "init_std": 1.0}},
+        "critic": mlp,
+    }

@@ -14,7 +14,7 @@ from tensordict import TensorDict
 
 from robotrl.sim import make_env, make_task
 from robotrl.sim.adapters.gymnasium import GymnasiumVectorEnvAdapter
-from robotrl.sim.adapters.rsl_rl import RslRlVecEnvAdapter
+from robotrl.sim.adapters.rsl_rl import RslRlVecEnvAdapter, rsl_rl_ppo_config
 from robotrl.sim.adapters.sb3 import SB3VecEnvAdapter
 
 
@@ -40,21 +40,6 @@ def evaluate_cartpole(act, episodes=16, seed=1000):
 
 
 # ------------------------------------------------------------------ rsl_rl
-def rsl_rl_train_cfg(num_steps_per_env=64, hidden=(64, 64)):
-    """rsl_rl PPO with robotrl's tuned cartpole_swingup settings."""
-    mlp = {"class_name": "MLPModel", "hidden_dims": list(hidden), "activation": "elu", "obs_normalization": True}
-    return {
-        "num_steps_per_env": num_steps_per_env,
-        "save_interval": 10**9,
-        "obs_groups": {"actor": ["policy"], "critic": ["critic"]},
-        "algorithm": {
-            "class_name": "PPO", "num_learning_epochs": 5, "num_mini_batches": 4, "clip_param": 0.2,
-            "gamma": 0.99, "lam": 0.95, "value_loss_coef": 1.0, "entropy_coef": 0.0, "learning_rate": 1e-3,
-            "max_grad_norm": 1.0, "schedule": "adaptive", "desired_kl": 0.01,
-        },
-        "actor": {**mlp, "distribution_cfg": {"class_name": "GaussianDistribution", "init_std": 1.0}},
-        "critic": mlp,
-    }
 
 
 def test_rsl_rl_adapter_is_an_rsl_rl_vecenv():
@@ -126,7 +111,7 @@ def test_rsl_rl_runner_runs_an_iteration():
     from rsl_rl.runners import OnPolicyRunner
 
     with short_cartpole(8, steps=12) as env:
-        runner = OnPolicyRunner(RslRlVecEnvAdapter(env), rsl_rl_train_cfg(num_steps_per_env=8), None, "cpu")
+        runner = OnPolicyRunner(RslRlVecEnvAdapter(env), rsl_rl_ppo_config(num_steps_per_env=8), None, "cpu")
         runner.learn(2, init_at_random_ep_len=True)
         action = runner.get_inference_policy()(RslRlVecEnvAdapter(env).get_observations())
         assert action.shape == (8, 1) and torch.isfinite(action).all()
@@ -231,7 +216,7 @@ def train_rsl_rl(seed, steps=3_000_000, num_envs=128):
     from rsl_rl.runners import OnPolicyRunner
 
     torch.manual_seed(seed)
-    cfg = rsl_rl_train_cfg()
+    cfg = rsl_rl_ppo_config()
     with make_env("cartpole_swingup", num_envs, seed=seed, nthread=1) as env:
         runner = OnPolicyRunner(RslRlVecEnvAdapter(env), cfg, log_dir=None, device="cpu")
         runner.learn(steps // (num_envs * cfg["num_steps_per_env"]), init_at_random_ep_len=True)
