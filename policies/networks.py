@@ -1,6 +1,7 @@
 """Networks: MLPs, empirical observation normalization, the Gaussian actor-critic."""
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -105,3 +106,69 @@ class ActorCritic(nn.Module):
 
     def value(self, critic_obs: torch.Tensor) -> torch.Tensor:
         return self.critic(self.critic_norm(critic_obs)).squeeze(-1)
+
+
+# ------------------------------------------------- off-policy / offline networks
+class TanhGaussianActor(nn.Module):
+    """SAC-style actor: a Gaussian in pre-squash space, squashed by tanh into
+    ``[-action_bound, action_bound]``. Used by sac, h2o and iql."""
+
+    LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+    def __init__(self, obs_dim: int, num_actions: int, hidden: Sequence[int] = (256, 256),
+                 activation: str = "relu", action_bound: float = 1.0):
+        super().__init__()
+        self.net = mlp(obs_dim, hidden, 2 * num_actions, activation)
+        self.obs_norm = EmpiricalNormalization(obs_dim)
+        self.register_buffer("action_bound", torch.tensor(float(action_bound)))
+
+    def _mean_log_std(self, obs: torch.Tensor):
+        mean, log_std = self.net(self.obs_norm(obs)).chunk(2, dim=-1)
+        return mean, log_std.clamp(self.LOG_STD_MIN, self.LOG_STD_MAX)
+
+    def forward(self, obs: torch.Tensor):
+        """A reparameterized sample and its log-probability (tanh-corrected)."""
+        mean, log_std = self._mean_log_std(obs)
+        u = mean + log_std.exp() * torch.randn_like(mean)
+        return self.action_bound * torch.tanh(u), self._squashed_log_prob(u, mean, log_std)
+
+    def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.action_bound * torch.tanh(self._mean_log_std(obs)[0])
+
+    def log_prob(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Log-probability of given (e.g. dataset) actions, clamped inside the bound."""
+        mean, log_std = self._mean_log_std(obs)
+        y = (action / self.action_bound).clamp(-1 + 1e-6, 1 - 1e-6)
+        return self._squashed_log_prob(torch.atanh(y), mean, log_std)
+
+    def _squashed_log_prob(self, u, mean, log_std) -> torch.Tensor:
+        lp = Normal(mean, log_std.exp()).log_prob(u).sum(-1)
+        # log |d tanh(u)/du| = 2 (log 2 - u - softplus(-2u)), the stable form.
+        lp = lp - (2 * (math.log(2.0) - u - nn.functional.softplus(-2 * u))).sum(-1)
+        return lp - u.shape[-1] * torch.log(self.action_bound)
+
+
+class QEnsemble(nn.Module):
+    """``num_q`` independent Q(s, a) networks evaluated together: ``(num_q, batch)``."""
+
+    def __init__(self, obs_dim: int, num_actions: int, hidden: Sequence[int] = (256, 256),
+                 activation: str = "relu", num_q: int = 2):
+        super().__init__()
+        self.qs = nn.ModuleList(mlp(obs_dim + num_actions, hidden, 1, activation) for _ in range(num_q))
+        self.obs_norm = EmpiricalNormalization(obs_dim)
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([self.obs_norm(obs), action], dim=-1)
+        return torch.stack([q(x).squeeze(-1) for q in self.qs])
+
+
+class ValueNetwork(nn.Module):
+    """V(s) (IQL's expectile value)."""
+
+    def __init__(self, obs_dim: int, hidden: Sequence[int] = (256, 256), activation: str = "relu"):
+        super().__init__()
+        self.net = mlp(obs_dim, hidden, 1, activation)
+        self.obs_norm = EmpiricalNormalization(obs_dim)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(self.obs_norm(obs)).squeeze(-1)

@@ -12,13 +12,18 @@ from omegaconf import OmegaConf
 
 from robotrl.sim import EXTERNAL_SIMS
 
-VERBS = ("train", "eval", "export")
+VERBS = ("train", "eval", "export", "dataset")
+DATASET_VERBS = ("collect", "info", "import")
 USAGE = """usage: robotrl <verb> [key=value ...]
 
 verbs:
-  train   task=NAME algo=ppo [sim=mujoco steps=N seed=S num_envs=N out=DIR resume=true ...]
-  eval    policy=ARTIFACT_DIR [task=NAME episodes=N seed=S randomize=false out=DIR]
+  train   task=NAME algo=ppo|sac|iql|h2o|uni_o4 [sim=mujoco steps=N seed=S num_envs=N out=DIR
+          dataset=PATH real_domain=NAME resume=true ...]
+  eval    policy=ARTIFACT_DIR [task=NAME episodes=N seed=S randomize=false real_domain=NAME out=DIR]
   export  run=RUN_DIR [out=DIR]
+  dataset collect task=NAME quality=random|medium|medium-replay|expert [policy=ARTIFACT ...] out=FILE
+  dataset info path=FILE
+  dataset import format=minari|hdf5 source=... task=NAME out=FILE
 
 Add --cfg to print the composed config and exit.
 """
@@ -53,15 +58,30 @@ def compose(verb: str, overrides: list[str]) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def train(cfg: dict) -> dict:
-    from robotrl.runner import OnPolicyRunner
+# Which runner trains which algorithm ("module:class", imported on use).
+RUNNERS = {
+    "ppo": "robotrl.runner:OnPolicyRunner",
+    "sac": "robotrl.offpolicy_runner:OffPolicyRunner",
+    "iql": "robotrl.offpolicy_runner:OffPolicyRunner",
+    "h2o": "robotrl.offpolicy_runner:OffPolicyRunner",
+    "uni_o4": "robotrl.uni_o4_runner:UniO4Runner",
+}
 
-    if cfg["algo"]["name"] != "ppo":
-        raise SystemExit(f"algo {cfg['algo']['name']!r} has no trainer yet")
+
+def runner_class(algo: str):
+    import importlib
+
+    if algo not in RUNNERS:
+        raise KeyError(f"unknown algorithm {algo!r}; available: {', '.join(RUNNERS)}")
+    module, cls = RUNNERS[algo].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def train(cfg: dict) -> dict:
     from robotrl import distributed
 
     try:
-        runner = OnPolicyRunner(cfg)
+        runner = runner_class(cfg["algo"]["name"])(cfg)
         if distributed.is_main() and distributed.world_size() > 1:
             print(f"data-parallel over {distributed.world_size()} processes, {runner.env.num_envs} envs each")
         try:
@@ -90,7 +110,11 @@ def evaluate_cmd(cfg: dict) -> dict:
         # A policy for another library's env is evaluated on the backend it was trained on.
         sim = trained_sim["name"]
         sim_kwargs = {k: v for k, v in trained_sim.items() if k not in ("name", "torch_threads")}
-    task = name if sim in EXTERNAL_SIMS else make_task(name, task_cfg.get("config") or {})
+    from robotrl.sim.domains import domain_task_config
+
+    if cfg.get("real_domain") and sim in EXTERNAL_SIMS:
+        raise ValueError(f"real_domain={cfg['real_domain']} shifts robotrl tasks only, not {sim} envs")
+    task = name if sim in EXTERNAL_SIMS else make_task(name, domain_task_config(task_cfg.get("config"), cfg.get("real_domain")))
     if name != policy.meta["task"]:
         print(f"note: evaluating a {policy.meta['task']} policy on task {name}")
     result = evaluate(
@@ -138,14 +162,26 @@ def main(argv: list[str] | None = None) -> int:
     if verb not in VERBS:
         print(f"robotrl: unknown verb {verb!r}; available verbs: {', '.join(VERBS)}", file=sys.stderr)
         return 2
+    config_name = verb
+    if verb == "dataset":
+        sub = overrides[0] if overrides else ""
+        if sub not in DATASET_VERBS:
+            print(f"robotrl dataset: unknown action {sub!r}; available: {', '.join(DATASET_VERBS)}", file=sys.stderr)
+            return 2
+        overrides, config_name = overrides[1:], f"dataset_{sub}"
     show_cfg = "--cfg" in overrides
     overrides = [o for o in overrides if o != "--cfg"]
     try:
-        cfg = compose(verb, overrides)
+        cfg = compose(config_name, overrides)
         if show_cfg:
             print(OmegaConf.to_yaml(cfg))
             return 0
-        {"train": train, "eval": evaluate_cmd, "export": export_cmd}[verb](cfg)
+        if verb == "dataset":
+            from robotrl.datasets import cli as dataset_cli
+
+            getattr(dataset_cli, f"{sub}_cmd")(cfg)
+        else:
+            {"train": train, "eval": evaluate_cmd, "export": export_cmd}[verb](cfg)
     except (HydraException, OmegaConfBaseException) as exc:
         print(f"robotrl {verb}: {exc}", file=sys.stderr)
         if "Could not find 'task/" in str(exc):

@@ -254,6 +254,10 @@ class _Program:
         task, n = self.task, self.num_envs
         sampler = KeySampler(key)
         a = jnp.clip(jnp.asarray(action, self.dtype), -self.clip, self.clip)
+        if task.joint_noise:
+            # A target domain's motor noise: what the motors get, not what the policy chose.
+            noisy = a + task.joint_noise * sampler.normal(a.shape).astype(self.dtype)
+            a = jnp.clip(noisy, -self.clip, self.clip)
         ctrl = jnp.asarray(task.ctrl_from_action(jnp, a, self.sim_state(state)), self.dtype)
         ctrl = jnp.broadcast_to(ctrl, (n, task.num_actions))
         data = self._physics(state["params"], state["data"], ctrl, state["latency"])

@@ -211,6 +211,9 @@ class MujocoVecEnv(VecEnv):
         a = self._check_actions(actions)
         clip = float(self.cfg["action_clip"])
         a = np.clip(a, -clip, clip)
+        if self.task.joint_noise:
+            # A target domain's motor noise: what the motors get, not what the policy chose.
+            a = np.clip(a + self.task.joint_noise * self.sampler.normal(a.shape), -clip, clip)
         state = self._sim_state()
         new_ctrl = np.asarray(self.task.ctrl_from_action(np, a, state), dtype=np.float64)
 

@@ -20,6 +20,8 @@ from typing import Any, Callable, Mapping
 import mujoco
 import numpy as np
 
+from robotrl.sim.domains import apply_shift, resolve_domain
+
 
 @dataclass(frozen=True)
 class SimState:
@@ -119,7 +121,8 @@ class Task:
     Config keys every task has (see :func:`common_config`): ``sim_dt`` and
     ``control_dt`` (frame skip = control_dt / sim_dt), ``episode_length_s``,
     ``action_scale``, ``action_clip``, ``reward_scales``, ``obs_noise`` (per
-    observation term, uniform noise amplitude), ``domain_randomization``.
+    observation term, uniform noise amplitude), ``domain_randomization``, and
+    optionally ``dynamics_shift`` (a target domain, see :mod:`robotrl.sim.domains`).
     """
 
     name: str = ""
@@ -141,6 +144,10 @@ class Task:
     def __init__(self, config: Mapping | None = None):
         self.config = deep_update(self.default_config(), config or {})
         self.model = self.build_model()
+        # A target ("real") domain: the same task with shifted dynamics.
+        shift = resolve_domain(self.config.get("dynamics_shift"))
+        apply_shift(self.model, shift)
+        self.joint_noise = shift.joint_noise
         self._validate_timing()
         self._sensor_slices = {
             self.model.sensor(i).name: slice(
@@ -245,6 +252,8 @@ def common_config(**overrides) -> dict:
         "action_clip": 1.0,
         "reward_scales": {},
         "obs_noise": {},
+        # A target domain's shift of the dynamics (None: the simulator as written).
+        "dynamics_shift": None,
         "domain_randomization": {
             "enabled": False,
             "friction": [1.0, 1.0],  # multiplier on geom sliding friction
