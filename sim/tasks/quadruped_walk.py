@@ -184,9 +184,12 @@ class QuadrupedWalk(Task):
         # Commands are redrawn every resample_s so one episode asks for several gaits.
         t = tv["command_time"] + dt
         due = t >= self.config["command"]["resample_s"]
-        new_cmd = self._sample_command(xp, sampler, t.shape[0])
+        if xp is np and not due.any():
+            command = tv["command"]  # most steps: no draw (a jitted step must always draw)
+        else:
+            command = xp.where(due[:, None], self._sample_command(xp, sampler, t.shape[0]), tv["command"])
         return state.with_task(
-            command=xp.where(due[:, None], new_cmd, tv["command"]),
+            command=command,
             command_time=xp.where(due, 0.0, t),
             prev_action=tv["last_action"],
             last_action=action,
@@ -244,13 +247,16 @@ class QuadrupedWalk(Task):
             "default_pose": xp.sum(self.pose_weights * deviation**2, axis=1),
             # Asked to stand (no planar or yaw command): hold the standing pose.
             "stand_still": xp.sum(xp.abs(deviation), axis=1) * (~moving & (xp.abs(cmd[:, 2]) < 0.1)),
-            "termination": self.terminated(xp, state).astype(height.dtype),
+            "termination": self._fell(xp, state, gravity).astype(height.dtype),
         }
         return {k: v * self.dt for k, v in terms.items()}
 
     def terminated(self, xp, state: SimState):
+        return self._fell(xp, state, projected_gravity(xp, self.sensor(state, "imu_quat")))
+
+    def _fell(self, xp, state: SimState, gravity):
         term = self.config["termination"]
-        gravity_z = projected_gravity(xp, self.sensor(state, "imu_quat"))[:, 2]
+        gravity_z = gravity[:, 2]
         return (
             (self.sensor(state, "trunk_touch")[:, 0] > 1.0)
             | (self.sensor(state, "trunk_pos")[:, 2] < term["height"])
