@@ -268,7 +268,8 @@ class MujocoVecEnv(VecEnv):
 
         extras: dict[str, Any] = {"episode": {}}
         # Task metrics of the step just taken (before any reset), for evaluation.
-        extras["metrics"] = {k: np.asarray(v, dtype=np.float64) for k, v in self.task.metrics(np, state, a).items()}
+        # Copies: a metric may be a view of the state that the resets below overwrite.
+        extras["metrics"] = {k: np.array(v, dtype=np.float64) for k, v in self.task.metrics(np, state, a).items()}
         done_ids = np.flatnonzero(done)
         if len(done_ids):
             ep = extras["episode"]

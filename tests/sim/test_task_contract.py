@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from robotrl.sim import make_env, task_names
+from robotrl.sim.task import get_task_class
 
 TASKS = task_names()
 NUM_ENVS = 8
@@ -17,11 +18,24 @@ NUM_ENVS = 8
 SLOW_ON_MJX = {"halfcheetah", "hopper", "quadruped_walk", "reach"}
 
 
+def variant_of(name: str) -> str | None:
+    """The registered task that ``name`` subclasses (e.g. hopper for hopper_velocity)."""
+    for base in get_task_class(name).__mro__[1:]:
+        if getattr(base, "name", "") in TASKS:
+            return base.name
+    return None
+
+
 def task_backends() -> list:
     params = []
     for name in TASKS:
         params.append(pytest.param(name, "mujoco", id=f"{name}-mujoco"))
         marks = [pytest.mark.slow] if name in SLOW_ON_MJX else []
+        base = variant_of(name)
+        if base:
+            # Another MJX compile of the same physics would add a minute and test nothing
+            # new; the variant's own terms (its cost) are compared with MuJoCo in test_mjx_parity.
+            marks.append(pytest.mark.skip(reason=f"variant of {base}: the same model runs on mjx in {base}'s tests"))
         params.append(pytest.param(name, "mjx", id=f"{name}-mjx", marks=marks))
     return params
 
