@@ -20,7 +20,7 @@ class Dataset:
     terminated, truncated ``(N,)`` bool. An episode ends at a row where
     ``terminated | truncated``; the last row always ends one.
     meta: task name, observation layout per group, action names, the domain the
-    data came from, and how it was made (see ``format.md``).
+    data came from, and how it was made (see ``FORMAT.md``).
     """
 
     obs: dict[str, np.ndarray]
