@@ -55,9 +55,11 @@ TOLERANCES = {
     "hopper": (100, 2e-4, 2e-5),
     "quadruped_walk": (50, 3e-3, 1e-4),
     "halfcheetah": (5, 5e-3, 5e-4),
+    "point_goal_hazards": (100, 1e-4, 1e-5),  # measured 6.6e-6 / 4.4e-7
+    "car_goal_hazards": (100, 1e-4, 1e-5),  # measured 5.2e-6 / 4.7e-7
 }
 X64_TOLERANCES = {"halfcheetah": (30, 1e-6, 1e-6)}
-SLOW = {"halfcheetah", "hopper", "quadruped_walk", "reach"}  # compile > 30 s on 2 cores
+SLOW = {"halfcheetah", "hopper", "quadruped_walk", "reach", "car_goal_hazards"}  # compile > 30 s on 2 cores
 
 
 def task_params() -> list:

@@ -15,7 +15,7 @@ from robotrl.sim.task import get_task_class
 TASKS = task_names()
 NUM_ENVS = 8
 # Compiling these on MJX takes more than 30 s on 2 CPU cores.
-SLOW_ON_MJX = {"halfcheetah", "hopper", "quadruped_walk", "reach"}
+SLOW_ON_MJX = {"halfcheetah", "hopper", "quadruped_walk", "reach", "car_goal_hazards"}
 
 
 def variant_of(name: str) -> str | None:
