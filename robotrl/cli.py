@@ -17,7 +17,7 @@ DATASET_VERBS = ("collect", "info", "import")
 USAGE = """usage: robotrl <verb> [key=value ...]
 
 verbs:
-  train   task=NAME algo=ppo|sac|iql|h2o|uni_o4 [sim=mujoco steps=N seed=S num_envs=N out=DIR
+  train   task=NAME algo=ppo|ppo_lag|sac|iql|h2o|uni_o4 [sim=mujoco steps=N seed=S num_envs=N out=DIR
           dataset=PATH real_domain=NAME resume=true ...]
   eval    policy=ARTIFACT_DIR [task=NAME episodes=N seed=S randomize=false real_domain=NAME out=DIR]
   export  run=RUN_DIR [out=DIR]
@@ -61,6 +61,7 @@ def compose(verb: str, overrides: list[str]) -> dict:
 # Which runner trains which algorithm ("module:class", imported on use).
 RUNNERS = {
     "ppo": "robotrl.runner:OnPolicyRunner",
+    "ppo_lag": "robotrl.runner:OnPolicyRunner",
     "sac": "robotrl.offpolicy_runner:OffPolicyRunner",
     "iql": "robotrl.offpolicy_runner:OffPolicyRunner",
     "h2o": "robotrl.offpolicy_runner:OffPolicyRunner",

@@ -9,12 +9,19 @@ matplotlib.use("Agg")  # headless: reports are written on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def plot_return_curve(history: dict, path: Path, title: str) -> Path:
+def plot_return_curve(history: dict, path: Path, title: str, cost_limit: float | None = None) -> Path:
     fig, ax1 = plt.subplots(figsize=(7, 4), dpi=100)
     ax1.plot(history["env_steps"], history["return"], color="tab:blue", label="mean episode return")
     ax1.set_xlabel("env steps")
     ax1.set_ylabel("mean episode return (last 200 episodes)")
     ax1.grid(alpha=0.3)
+    if history.get("cost"):
+        # Constrained training: the episode cost against its limit on a second axis.
+        axc = ax1.twinx()
+        axc.plot(history["env_steps"], history["cost"], color="tab:red", alpha=0.8, label="episode cost")
+        if cost_limit is not None:
+            axc.axhline(cost_limit, color="tab:red", linestyle="--", linewidth=1, label="cost limit")
+        axc.set_ylabel("mean episode cost", color="tab:red")
     if history.get("wall_time"):
         ax2 = ax1.twiny()
         ax2.set_xlim(0, history["wall_time"][-1])
@@ -28,7 +35,8 @@ def plot_return_curve(history: dict, path: Path, title: str) -> Path:
 
 def write_report(out: Path, cfg: dict, history: dict, result: dict) -> Path:
     out = Path(out)
-    plot_return_curve(history, out / "return_curve.png", f"{cfg['task']['name']} — {cfg['algo']['name']}")
+    plot_return_curve(history, out / "return_curve.png", f"{cfg['task']['name']} — {cfg['algo']['name']}",
+                      cost_limit=cfg["algo"].get("cost_limit"))
     train = result.get("train", {})
     lines = [
         f"# {cfg['task']['name']} — {cfg['algo']['name']} on {cfg['sim']['name']}",

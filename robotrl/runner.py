@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from robotrl import distributed
 from robotrl.algos.ppo import PPO, PPOConfig
+from robotrl.algos.ppo_lag import PPOLag, PPOLagConfig
 from robotrl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from robotrl.evaluate import evaluate, format_eval, write_eval
 from robotrl.export import export_artifact
@@ -32,6 +33,8 @@ from robotrl.report import write_report
 from robotrl.sim import EXTERNAL_SIMS, make_env, make_task
 
 CHECKPOINT = "checkpoints/latest.pt"
+# The on-policy algorithms this runner trains: name -> (algorithm, its config).
+ON_POLICY = {"ppo": (PPO, PPOConfig), "ppo_lag": (PPOLag, PPOLagConfig)}
 
 
 def seed_everything(seed: int) -> None:
@@ -85,14 +88,19 @@ class OnPolicyRunner:
             randomize=cfg["task"].get("randomize"),
             **self.sim_kwargs,
         )
-        algo_cfg = PPOConfig.from_dict(cfg["algo"])
-        self.alg = PPO(algo_cfg, self.env.obs_sizes, self.env.num_actions, self.env.num_envs, self.device, int(cfg["seed"]))
+        if cfg["algo"]["name"] not in ON_POLICY:
+            raise KeyError(f"the on-policy runner trains {', '.join(ON_POLICY)}, not {cfg['algo']['name']!r}")
+        algo_cls, cfg_cls = ON_POLICY[cfg["algo"]["name"]]
+        algo_cfg = cfg_cls.from_dict(cfg["algo"])
+        self.alg = algo_cls(algo_cfg, self.env.obs_sizes, self.env.num_actions, self.env.num_envs, self.device, int(cfg["seed"]))
         self.steps_per_iter = self.world_size * self.env.num_envs * algo_cfg.num_steps_per_env
         self.num_iterations = max(1, math.ceil(int(cfg["steps"]) / self.steps_per_iter))
         self.iteration = 0
         self.env_steps = 0
         self.wall_time = 0.0
         self.history: dict[str, list[float]] = {"env_steps": [], "return": [], "length": [], "wall_time": []}
+        if isinstance(self.alg, PPOLag):
+            self.history["cost"] = []
         if self.resume_state is not None:
             s = self.resume_state
             self.alg.load_state_dict(s["algo"])
@@ -148,7 +156,7 @@ class OnPolicyRunner:
                 for _ in range(self.alg.cfg.num_steps_per_env):
                     actions = self.alg.act(obs)
                     obs, rewards, dones, extras = self.env.step(actions)
-                    self.alg.process_step(rewards, dones, extras["time_outs"])
+                    self.alg.process_step(rewards, dones, extras["time_outs"], extras["cost"])
                     if "episode_returns" in extras:
                         recent_returns.extend(extras["episode_returns"].tolist())
                         recent_lengths.extend(extras["episode_lengths"].tolist())
@@ -168,6 +176,8 @@ class OnPolicyRunner:
                 self.history["return"].append(mean_return)
                 self.history["length"].append(mean_length)
                 self.history["wall_time"].append(self.wall_time)
+                if "cost" in self.history:
+                    self.history["cost"].append(losses["episode_cost"])
                 if writer is not None:
                     self._log(writer, losses, ep_infos, mean_return, mean_length, collect_time, iter_time)
                 bar.update(self.steps_per_iter)

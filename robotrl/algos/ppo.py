@@ -153,7 +153,8 @@ class PPO:
         return actions
 
     @torch.no_grad()
-    def process_step(self, rewards: torch.Tensor, dones: torch.Tensor, time_outs: torch.Tensor) -> None:
+    def process_step(self, rewards: torch.Tensor, dones: torch.Tensor, time_outs: torch.Tensor, costs=None) -> None:
+        """``costs`` (the env's ``extras["cost"]``) is used by constrained subclasses."""
         last = self._last
         if self.return_norm is not None:
             self._discounted_return = self._discounted_return * self.cfg.gamma + rewards
@@ -176,10 +177,23 @@ class PPO:
         if self.cfg.normalize_advantage:
             s.advantages = (s.advantages - s.advantages.mean()) / (s.advantages.std() + 1e-8)
 
+    def parameters(self) -> list[nn.Parameter]:
+        """Everything the optimizer trains (subclasses add their own networks)."""
+        return list(self.model.parameters())
+
+    def policy_advantages(self, batch: dict) -> torch.Tensor:
+        """The advantages the surrogate ascends (ppo_lag mixes in the cost's)."""
+        return batch["advantages"]
+
+    def extra_losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Further loss terms added to the PPO loss, by name (ppo_lag: the cost critic's)."""
+        return {}
+
     def update(self) -> dict[str, float]:
         cfg = self.cfg
         totals = {"surrogate": 0.0, "value": 0.0, "entropy": 0.0, "kl": 0.0}
         n = 0
+        params = self.parameters()
         for batch in self.storage.minibatches(cfg.num_minibatches, cfg.num_learning_epochs, self.generator):
             dist = self.model.distribution(batch["obs"]["policy"])
             log_probs = dist.log_prob(batch["actions"]).sum(-1)
@@ -195,14 +209,18 @@ class PPO:
                 for group in self.optimizer.param_groups:
                     group["lr"] = self.learning_rate
 
-            surr = surrogate_loss(log_probs, batch["log_probs"], batch["advantages"], cfg.clip_param)
+            surr = surrogate_loss(log_probs, batch["log_probs"], self.policy_advantages(batch), cfg.clip_param)
             vloss = value_loss(values, batch["values"], batch["returns"], cfg.clip_param, cfg.use_clipped_value_loss)
             loss = surr + cfg.value_loss_coef * vloss - cfg.entropy_coef * entropy
+            extra = self.extra_losses(batch)
+            for name, term in extra.items():
+                loss = loss + term
+                totals[name] = totals.get(name, 0.0) + term.item()
 
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            distributed.average_gradients_(self.model.parameters())
-            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+            distributed.average_gradients_(params)
+            nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             self.optimizer.step()
             totals["surrogate"] += surr.item()
             totals["value"] += vloss.item()

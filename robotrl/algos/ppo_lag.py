@@ -1,0 +1,208 @@
+"""PPO-Lagrangian: PPO with a cost critic and a Lagrange multiplier that keeps the
+expected episode cost at or below ``cost_limit``.
+
+The policy ascends (A_r - lambda A_c) / (1 + lambda), as OmniSafe's PPOLag does
+(reward advantages standardized, cost advantages centred only). The multiplier
+follows the mean cost of the episodes that finished in the last rollout, either by
+gradient ascent on lambda (J_c - limit) with Adam (``lagrangian: gradient``, OmniSafe's
+defaults) or by the PID rule of Stooke et al. 2020, "Responsive Safety in RL by PID
+Lagrangian Methods" (``lagrangian: pid``), which damps the cost oscillation of the
+plain multiplier.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from robotrl import distributed
+from robotrl.algos.ppo import PPO, PPOConfig, gae, value_loss
+from robotrl.policies.networks import mlp
+from robotrl.storage import RolloutStorage
+
+
+@dataclass
+class PPOLagConfig(PPOConfig):
+    cost_limit: float = 25.0  # expected episode cost the policy may spend
+    lagrangian: str = "gradient"  # "gradient" (Adam on lambda) or "pid"
+    lambda_init: float = 0.001
+    lambda_lr: float = 0.035
+    lambda_max: float = 100.0
+    pid_kp: float = 0.1
+    pid_ki: float = 0.01
+    pid_kd: float = 0.01
+    pid_d_delay: int = 10  # iterations the derivative term looks back
+    pid_ema: float = 0.95  # smoothing of the proportional and derivative inputs
+    cost_gamma: float = 0.99
+    cost_value_loss_coef: float = 1.0
+
+    def __post_init__(self):
+        if not self.cost_limit >= 0:
+            raise ValueError(f"cost_limit must be >= 0 (an expected episode cost), got {self.cost_limit}")
+        if self.lagrangian not in ("gradient", "pid"):
+            raise ValueError(f"lagrangian must be 'gradient' or 'pid', got {self.lagrangian!r}")
+        if not 0 <= self.lambda_init <= self.lambda_max:
+            raise ValueError(f"lambda_init={self.lambda_init} must lie in [0, lambda_max={self.lambda_max}]")
+
+
+# ------------------------------------------------------------------- losses
+def lagrangian_advantages(adv_reward: torch.Tensor, adv_cost: torch.Tensor, lam: float) -> torch.Tensor:
+    """The advantage of the penalized objective, scaled back to reward units."""
+    return (adv_reward - lam * adv_cost) / (1.0 + lam)
+
+
+class GradientLagrangian:
+    """lambda <- clip(lambda + lr * (J_c - limit)) through Adam (OmniSafe's Lagrange)."""
+
+    def __init__(self, cfg: PPOLagConfig):
+        self.limit, self.max = cfg.cost_limit, cfg.lambda_max
+        self.param = nn.Parameter(torch.tensor(float(cfg.lambda_init)))
+        self.optimizer = torch.optim.Adam([self.param], lr=cfg.lambda_lr)
+
+    @property
+    def value(self) -> float:
+        return float(self.param.detach())
+
+    def update(self, episode_cost: float) -> float:
+        loss = -self.param * (episode_cost - self.limit)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        with torch.no_grad():
+            self.param.clamp_(0.0, self.max)
+        return self.value
+
+    def state_dict(self) -> dict:
+        return {"param": self.param.detach().clone(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            self.param.copy_(state["param"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+class PIDLagrangian:
+    """lambda = clip(Kp e_p + I + Kd d, 0, max): e_p the smoothed violation, I the
+    integral of violations (kept >= 0), d the rise of the smoothed cost over
+    ``pid_d_delay`` updates (only rises count)."""
+
+    def __init__(self, cfg: PPOLagConfig):
+        self.cfg = cfg
+        self.integral = 0.0
+        self.delta_p = 0.0
+        self.cost_d = 0.0
+        self.history: deque[float] = deque([0.0], maxlen=cfg.pid_d_delay)
+        self._value = float(cfg.lambda_init)
+
+    @property
+    def value(self) -> float:
+        return self._value
+
+    def update(self, episode_cost: float) -> float:
+        c = self.cfg
+        delta = episode_cost - c.cost_limit
+        self.integral = max(0.0, self.integral + c.pid_ki * delta)
+        self.delta_p = c.pid_ema * self.delta_p + (1 - c.pid_ema) * delta
+        self.cost_d = c.pid_ema * self.cost_d + (1 - c.pid_ema) * episode_cost
+        rise = max(0.0, self.cost_d - self.history[0])
+        self.history.append(self.cost_d)
+        self._value = min(max(0.0, c.pid_kp * self.delta_p + self.integral + c.pid_kd * rise), c.lambda_max)
+        return self._value
+
+    def state_dict(self) -> dict:
+        return {"integral": self.integral, "delta_p": self.delta_p, "cost_d": self.cost_d,
+                "history": list(self.history), "value": self._value}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.integral, self.delta_p, self.cost_d = state["integral"], state["delta_p"], state["cost_d"]
+        self.history = deque(state["history"], maxlen=self.cfg.pid_d_delay)
+        self._value = state["value"]
+
+
+# -------------------------------------------------------------------- PPO-Lag
+class PPOLag(PPO):
+    def __init__(self, cfg: PPOLagConfig, obs_sizes, num_actions, num_envs, device="cpu", seed: int = 0):
+        super().__init__(cfg, obs_sizes, num_actions, num_envs, device, seed)
+        self.cost_critic = mlp(obs_sizes[self.critic_group], cfg.critic_hidden, 1, cfg.activation).to(self.device)
+        distributed.broadcast_module_(self.cost_critic)
+        self.optimizer.add_param_group({"params": self.cost_critic.parameters()})
+        self.storage = RolloutStorage(cfg.num_steps_per_env, num_envs, obs_sizes, num_actions, self.device, with_cost=True)
+        self.lagrangian = GradientLagrangian(cfg) if cfg.lagrangian == "gradient" else PIDLagrangian(cfg)
+        # Per-env running episode cost, and the costs of episodes finished since the last update.
+        self._episode_cost = torch.zeros(num_envs, device=self.device)
+        self._finished_costs: list[torch.Tensor] = []
+        self.last_episode_cost = float("nan")
+
+    def cost_value(self, critic_obs: torch.Tensor) -> torch.Tensor:
+        return self.cost_critic(self.model.critic_norm(critic_obs)).squeeze(-1)
+
+    def parameters(self) -> list[nn.Parameter]:
+        return super().parameters() + list(self.cost_critic.parameters())
+
+    @torch.no_grad()
+    def act(self, obs):
+        actions = super().act(obs)
+        self._last["cost_values"] = self.cost_value(self._critic_obs(obs))
+        return actions
+
+    @torch.no_grad()
+    def process_step(self, rewards, dones, time_outs, costs=None) -> None:
+        if costs is None:
+            raise ValueError("ppo_lag needs the env's costs (extras['cost']) at every step")
+        costs = costs.to(self.device).float()
+        done = dones.to(self.device).float()
+        self._episode_cost += costs
+        if done.any():
+            self._finished_costs.append(self._episode_cost[done.bool()].clone())
+        self._episode_cost *= 1.0 - done
+        # Time-outs bootstrap the cost too: the episode was cut, not ended.
+        cost_target = costs + self.cfg.cost_gamma * self._last["cost_values"] * time_outs.float()
+        cost_values = self._last["cost_values"]
+        super().process_step(rewards, dones, time_outs)
+        s = self.storage
+        s.costs[s.step - 1] = cost_target
+        s.cost_values[s.step - 1] = cost_values
+
+    @torch.no_grad()
+    def compute_returns(self, last_obs) -> None:
+        super().compute_returns(last_obs)
+        s = self.storage
+        last = self.cost_value(self._critic_obs(last_obs))
+        s.cost_returns, adv = gae(s.costs, s.cost_values, s.dones, last, self.cfg.cost_gamma, self.cfg.lam)
+        s.cost_advantages = adv - adv.mean()
+
+    def update(self) -> dict[str, float]:
+        # The multiplier moves first, on the episodes of the rollout just collected.
+        if self._finished_costs:
+            finished = torch.cat(self._finished_costs)
+            total = torch.stack([finished.sum(), finished.new_tensor(float(len(finished)))])
+            distributed.all_reduce_sum_(total)
+            self.last_episode_cost = float(total[0] / total[1])
+            self.lagrangian.update(self.last_episode_cost)
+            self._finished_costs.clear()
+        self._lambda = self.lagrangian.value
+        out = super().update()
+        out["lambda"] = self._lambda
+        out["episode_cost"] = self.last_episode_cost
+        return out
+
+    def policy_advantages(self, batch: dict) -> torch.Tensor:
+        return lagrangian_advantages(batch["advantages"], batch["cost_advantages"], self._lambda)
+
+    def extra_losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        values = self.cost_value(self._critic_obs(batch["obs"]))
+        loss = value_loss(values, batch["cost_values"], batch["cost_returns"], self.cfg.clip_param,
+                          self.cfg.use_clipped_value_loss)
+        return {"cost_value": self.cfg.cost_value_loss_coef * loss}
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "cost_critic": self.cost_critic.state_dict(),
+                "lagrangian": self.lagrangian.state_dict(), "episode_cost": self._episode_cost}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.cost_critic.load_state_dict(state["cost_critic"])
+        super().load_state_dict(state)
+        self.lagrangian.load_state_dict(state["lagrangian"])
+        self._episode_cost = state["episode_cost"].to(self.device)

@@ -1,0 +1,80 @@
+"""PPO-Lagrangian: the multiplier rules, the mixed advantage, the cost channel, the CLI."""
+import json
+
+import pytest
+import torch
+
+from robotrl.algos.ppo_lag import GradientLagrangian, PIDLagrangian, PPOLag, PPOLagConfig, lagrangian_advantages
+from robotrl.cli import main
+
+
+def test_lagrangian_advantage_by_hand():
+    adv_r, adv_c = torch.tensor([1.0, -2.0]), torch.tensor([3.0, 0.5])
+    torch.testing.assert_close(lagrangian_advantages(adv_r, adv_c, 0.0), adv_r)
+    # lambda = 1: (1 - 3) / 2 = -1 and (-2 - 0.5) / 2 = -1.25
+    torch.testing.assert_close(lagrangian_advantages(adv_r, adv_c, 1.0), torch.tensor([-1.0, -1.25]))
+
+
+def test_gradient_multiplier_rises_over_the_limit_and_stays_nonnegative():
+    lag = GradientLagrangian(PPOLagConfig(cost_limit=25.0, lambda_init=0.0, lambda_lr=0.1))
+    values = [lag.update(60.0) for _ in range(10)]
+    assert values == sorted(values) and values[-1] > 0.5  # Adam: ~lr per step while violating
+    for _ in range(50):
+        lag.update(0.0)
+    assert lag.value == 0.0  # far under the limit it falls to zero, never below
+
+
+def test_pid_multiplier_integrates_violations_and_damps():
+    cfg = PPOLagConfig(cost_limit=10.0, lagrangian="pid", pid_kp=0.1, pid_ki=0.01, pid_kd=0.01, lambda_init=0.0)
+    pid = PIDLagrangian(cfg)
+    first = pid.update(30.0)
+    # I = 0.01 * 20 = 0.2; P = 0.1 * (0.05 * 20) = 0.1; D = 0.01 * (0.05 * 30 - 0) = 0.015
+    assert first == pytest.approx(0.2 + 0.1 + 0.015)
+    for _ in range(20):
+        pid.update(30.0)
+    high = pid.value
+    for _ in range(200):
+        pid.update(0.0)
+    assert high > first and pid.value == 0.0
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="cost_limit must be >= 0"):
+        PPOLagConfig(cost_limit=-1.0)
+    with pytest.raises(ValueError, match="lagrangian must be"):
+        PPOLagConfig(lagrangian="newton")
+    with pytest.raises(KeyError, match="unknown PPO settings"):
+        PPOLagConfig.from_dict({"cost_limt": 3})
+
+
+def test_cost_channel_reaches_the_update():
+    cfg = PPOLagConfig(num_steps_per_env=8, num_learning_epochs=1, num_minibatches=1, cost_limit=1.0, lambda_init=0.5)
+    alg = PPOLag(cfg, {"policy": 3, "critic": 4}, 2, num_envs=4)
+    with pytest.raises(ValueError, match="needs the env's costs"):
+        alg.act({"policy": torch.zeros(4, 3), "critic": torch.zeros(4, 4)})
+        alg.process_step(torch.zeros(4), torch.zeros(4, dtype=torch.bool), torch.zeros(4, dtype=torch.bool))
+    alg.storage.clear()
+    obs = {"policy": torch.randn(4, 3), "critic": torch.randn(4, 4)}
+    for t in range(8):
+        alg.act(obs)
+        done = torch.tensor([t == 7] * 4)
+        alg.process_step(torch.ones(4), done, torch.zeros(4, dtype=torch.bool), costs=torch.ones(4))
+    alg.compute_returns(obs)
+    assert alg.storage.cost_returns.abs().sum() > 0
+    out = alg.update()
+    assert out["episode_cost"] == 8.0  # every env paid 1 per step for 8 steps
+    assert out["lambda"] > 0.5 and "cost_value" in out  # over the limit: the multiplier grew
+
+
+def test_cli_trains_ppo_lag_and_reports_cost(tmp_path):
+    out = tmp_path / "run"
+    code = main(["train", "task=hopper_velocity", "algo=ppo_lag", "steps=3000", "num_envs=16", f"out={out}",
+                 "eval_episodes=2", "progress=false", "algo.num_steps_per_env=16", "sim.nthread=1"])
+    assert code == 0
+    result = json.loads((out / "eval.json").read_text())
+    assert "cost_mean" in result and (out / "artifact" / "policy.onnx").is_file()
+    state = torch.load(out / "checkpoints" / "latest.pt", weights_only=True)
+    assert "lagrangian" in state["algo"] and "cost" in state["history"]
+    # Resume continues from the same multiplier state.
+    assert main(["train", "task=hopper_velocity", "algo=ppo_lag", "steps=6000", "num_envs=16", f"out={out}",
+                 "resume=true", "eval_episodes=1", "progress=false", "algo.num_steps_per_env=16", "sim.nthread=1"]) == 0
