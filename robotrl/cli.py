@@ -12,8 +12,8 @@ from omegaconf import OmegaConf
 
 from robotrl.sim import EXTERNAL_SIMS
 
-VERBS = ("train", "eval", "export", "dataset")
-DATASET_VERBS = ("collect", "info", "import")
+VERBS = ("train", "eval", "export", "dataset", "shield", "record")
+DATASET_VERBS = ("collect", "info", "import", "import-bag")
 USAGE = """usage: robotrl <verb> [key=value ...]
 
 verbs:
@@ -23,7 +23,10 @@ verbs:
   export  run=RUN_DIR [out=DIR]
   dataset collect task=NAME quality=random|medium|medium-replay|expert [policy=ARTIFACT ...] out=FILE
   dataset info path=FILE
+  shield  policy=ARTIFACT_DIR [dataset=PATH threshold=0.3 out=DIR]   fit a safety shield into a copy of the artifact
   dataset import format=minari|hdf5 source=... task=NAME out=FILE
+  dataset import-bag bag=FILE.mcap task=NAME config=MAPPING.yaml out=FILE.npz
+  record  topics=[/joint_states,/imu,...] out=FILE.mcap [duration=S domain_id=N]
 
 Add --cfg to print the composed config and exit.
 """
@@ -99,10 +102,11 @@ def train(cfg: dict) -> dict:
 
 def evaluate_cmd(cfg: dict) -> dict:
     from robotrl.evaluate import evaluate, format_eval, write_eval
-    from robotrl.policies.artifact import ArtifactPolicy
+    from robotrl.policies.shield import load_shielded_policy
     from robotrl.sim import make_task
 
-    policy = ArtifactPolicy(cfg["policy"])
+    # An artifact with a shield section runs inside its shield, as on the robot.
+    policy = load_shielded_policy(cfg["policy"], seed=int(cfg["seed"]))
     task_cfg = cfg.get("task") or {}
     name = task_cfg.get("name") or policy.meta["task"]
     sim, sim_kwargs = cfg["sim"]["name"], {k: v for k, v in cfg["sim"].items() if k not in ("name", "torch_threads")}
@@ -169,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         if sub not in DATASET_VERBS:
             print(f"robotrl dataset: unknown action {sub!r}; available: {', '.join(DATASET_VERBS)}", file=sys.stderr)
             return 2
-        overrides, config_name = overrides[1:], f"dataset_{sub}"
+        overrides, config_name = overrides[1:], f"dataset_{sub.replace('-', '_')}"
     show_cfg = "--cfg" in overrides
     overrides = [o for o in overrides if o != "--cfg"]
     try:
@@ -180,7 +184,15 @@ def main(argv: list[str] | None = None) -> int:
         if verb == "dataset":
             from robotrl.datasets import cli as dataset_cli
 
-            getattr(dataset_cli, f"{sub}_cmd")(cfg)
+            getattr(dataset_cli, f"{sub.replace('-', '_')}_cmd")(cfg)
+        elif verb == "record":
+            from robotrl.real.recorder import record_cmd
+
+            record_cmd(cfg)
+        elif verb == "shield":
+            from robotrl.safety.fit_shield import fit_shield_cmd
+
+            fit_shield_cmd(cfg)
         else:
             {"train": train, "eval": evaluate_cmd, "export": export_cmd}[verb](cfg)
     except (HydraException, OmegaConfBaseException) as exc:

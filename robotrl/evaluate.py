@@ -42,6 +42,9 @@ def _run(env, policy, task, n, progress) -> dict[str, Any]:
     obs = env.reset()
     policy.reset()
     ret, cost, length = np.zeros(n), np.zeros(n), np.zeros(n, dtype=int)
+    # Steps with a positive cost, and (for a shielded policy) steps the shield overrode.
+    violations, interventions = np.zeros(n, dtype=int), np.zeros(n, dtype=int)
+    shielded = hasattr(policy, "last_intervened")
     fell = np.zeros(n, dtype=bool)
     running = np.ones(n, dtype=bool)
     sums: dict[str, np.ndarray] = {}
@@ -55,6 +58,9 @@ def _run(env, policy, task, n, progress) -> dict[str, Any]:
         r, c, d = reward.numpy(), extras["cost"].numpy(), done.numpy()
         ret += np.where(running, r, 0.0)
         cost += np.where(running, c, 0.0)
+        violations += running & (c > 0)
+        if shielded:
+            interventions += running & policy.last_intervened
         length += running
         for name, value in extras["metrics"].items():
             finite = np.isfinite(value) & running
@@ -75,7 +81,7 @@ def _run(env, policy, task, n, progress) -> dict[str, Any]:
         metrics[name] = float(np.mean(per_episode))
     if getattr(task, "termination_is_fall", False):
         metrics["falls"] = int(fell.sum())
-    return {
+    result = {
         "task": task if isinstance(task, str) else task.name,
         "episodes": int(n),
         "return_mean": float(ret.mean()),
@@ -84,8 +90,13 @@ def _run(env, policy, task, n, progress) -> dict[str, Any]:
         "cost_std": float(cost.std()),
         "length_mean": float(length.mean()),
         "length_std": float(length.std()),
+        "violations_mean": float(violations.mean()),
         "metrics": metrics,
     }
+    if shielded:
+        result["interventions_mean"] = float(interventions.mean())
+        result["intervention_rate"] = float(interventions.sum() / max(length.sum(), 1))
+    return result
 
 
 def write_eval(result: dict, out_dir: str | Path) -> Path:
@@ -103,6 +114,9 @@ def format_eval(result: dict) -> str:
         f"  cost   {result['cost_mean']:.2f} ± {result['cost_std']:.2f}",
         f"  length {result['length_mean']:.1f} ± {result['length_std']:.1f}",
     ]
+    if "interventions_mean" in result:
+        lines.append(f"  shield interventions {result['interventions_mean']:.1f} per episode "
+                     f"({100 * result['intervention_rate']:.1f}% of steps)")
     for k, v in result["metrics"].items():
         lines.append(f"  {k} {v:.3f}" if isinstance(v, float) else f"  {k} {v}")
     return "\n".join(lines)

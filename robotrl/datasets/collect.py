@@ -97,11 +97,20 @@ def domain_record(real_domain, task=None) -> tuple[str, dict]:
     return name, shift.as_dict()
 
 
+def _policy_name(policy) -> str:
+    """An artifact by its folder; any other Policy object (a shield, a scripted
+    controller) by its class."""
+    folder = getattr(policy, "folder", None)
+    return str(Path(folder).resolve()) if folder is not None else f"<{type(policy).__name__}>"
+
+
 def _policy_obs_check(policy, env, name: str) -> None:
-    if policy.obs_dim != env.obs_sizes["policy"] or policy.num_actions != env.num_actions:
+    obs_dim = sum(int(w) for _, w in policy.obs_layout)
+    num_actions = len(policy.action_names)
+    if obs_dim != env.obs_sizes["policy"] or num_actions != env.num_actions:
         raise ValueError(
-            f"policy artifact {policy.folder} (task {policy.meta.get('task')}) takes {policy.obs_dim} observations "
-            f"and gives {policy.num_actions} actions, but task {name} has {env.obs_sizes['policy']} and {env.num_actions}"
+            f"policy {_policy_name(policy)} takes {obs_dim} observations "
+            f"and gives {num_actions} actions, but task {name} has {env.obs_sizes['policy']} and {env.num_actions}"
         )
 
 
@@ -124,7 +133,7 @@ def collect(
 ) -> Dataset:
     """``transitions`` rows of ``task`` (a name, a Task, or an env id for the
     gymnasium/brax backends) in the simulator or target domain ``real_domain``.
-    ``policies`` are artifact folders or loaded ``ArtifactPolicy`` objects."""
+    ``policies`` are artifact folders or Policy objects (e.g. ``ArtifactPolicy``)."""
     import torch
     from tqdm import tqdm
 
@@ -138,7 +147,8 @@ def collect(
         raise ValueError(f"transitions must be >= 1, got {transitions}")
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-    policies = [p if isinstance(p, ArtifactPolicy) else ArtifactPolicy(p) for p in policies]
+    # Artifact folders are loaded; anything with act() is a Policy already.
+    policies = [p if hasattr(p, "act") else ArtifactPolicy(p) for p in policies]
     sources = quality_sources(quality, len(policies), noise_std, random_fraction)
     quality = quality or ("custom" if policies else "random")
 
@@ -234,7 +244,7 @@ def collect(
         "source": {
             "kind": "collect",
             "quality": quality,
-            "policies": [str(p.folder.resolve()) for p in policies],
+            "policies": [_policy_name(p) for p in policies],
             "mixture": [{"policy": s.policy, "noise_std": s.noise_std, "weight": float(w)} for s, w in zip(sources, weights)],
             "noise_std": noise_std,
             "random_fraction": random_fraction,

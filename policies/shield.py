@@ -1,0 +1,154 @@
+"""A run-time shield around any Policy, in the manner of a reflexive low-level
+safety critic (Bresa) and Recovery RL.
+
+At every control step the safety critic scores the policy's action: its risk is
+the (discounted) probability that the robot violates a constraint from here on.
+Above ``threshold`` the action is replaced, either by the least risky of
+``num_candidates`` actions sampled around it (the policy's own action is one of
+them) or by a recovery policy's action, and the intervention is counted.
+
+Like the artifact, the shield needs numpy and onnxruntime only: the critic ships
+as ``shield_critic.onnx`` beside ``policy.onnx`` and the ``shield`` section of
+``policy.yaml`` holds its settings, so the ROS 2 node runs the same shield.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from robotrl.policies.artifact import ArtifactError, ArtifactPolicy, load_meta
+from robotrl.policies.base import policy_obs
+
+CRITIC_FILE = "shield_critic.onnx"
+
+
+class OnnxRiskCritic:
+    """``risk(obs, action) -> (batch,)`` from an ONNX graph with inputs obs, action."""
+
+    def __init__(self, path: str | os.PathLike):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ArtifactError(f"{path}: cannot load the shield's critic: {exc}") from exc
+        inputs = {i.name: i.shape for i in self.session.get_inputs()}
+        if set(inputs) != {"obs", "action"}:
+            raise ArtifactError(f"{path}: a shield critic takes inputs 'obs' and 'action', not {sorted(inputs)}")
+        self.obs_dim, self.num_actions = int(inputs["obs"][-1]), int(inputs["action"][-1])
+
+    def __call__(self, obs: np.ndarray, action: np.ndarray) -> np.ndarray:
+        feed = {"obs": np.asarray(obs, np.float32), "action": np.asarray(action, np.float32)}
+        return self.session.run(["risk"], feed)[0].reshape(-1)
+
+
+class Shield:
+    """Wraps ``policy``; implements the Policy interface itself."""
+
+    def __init__(
+        self,
+        policy,
+        critic: Callable[[np.ndarray, np.ndarray], np.ndarray],
+        threshold: float,
+        num_candidates: int = 32,
+        noise_std: float = 0.5,
+        action_clip: float | None = None,
+        recovery=None,
+        seed: int = 0,
+        critic_obs_dim: int | None = None,
+    ):
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"shield threshold is a risk (probability) in [0, 1], got {threshold}")
+        if num_candidates < 1 and recovery is None:
+            raise ValueError("a shield needs num_candidates >= 1 or a recovery policy")
+        self.policy, self.critic, self.recovery = policy, critic, recovery
+        self.threshold, self.num_candidates, self.noise_std = float(threshold), int(num_candidates), float(noise_std)
+        self.action_clip = action_clip
+        self.obs_layout = list(policy.obs_layout)
+        self.action_names = list(policy.action_names)
+        self.meta = getattr(policy, "meta", {})  # an artifact's description passes through
+        obs_dim = sum(int(w) for _, w in self.obs_layout)
+        critic_obs_dim = critic_obs_dim if critic_obs_dim is not None else getattr(critic, "obs_dim", None)
+        if critic_obs_dim is not None and critic_obs_dim != obs_dim:
+            raise ValueError(
+                f"the shield's critic takes {critic_obs_dim} observations but the policy's layout has {obs_dim} "
+                f"({', '.join(f'{n}:{w}' for n, w in self.obs_layout)}); fit the critic on this policy's observations"
+            )
+        critic_actions = getattr(critic, "num_actions", None)
+        if critic_actions is not None and critic_actions != len(self.action_names):
+            raise ValueError(f"the shield's critic takes {critic_actions} actions but the policy gives {len(self.action_names)}")
+        self.rng = np.random.default_rng(seed)
+        self.interventions = 0
+        self.steps = 0
+        self.last_intervened = np.zeros(0, dtype=bool)
+        self.last_risk = np.zeros(0)
+
+    def reset(self, env_ids: Sequence[int] | None = None) -> None:
+        self.policy.reset(env_ids)
+        if self.recovery is not None:
+            self.recovery.reset(env_ids)
+
+    def act(self, obs: Any) -> np.ndarray:
+        obs = policy_obs(obs)
+        if hasattr(obs, "detach"):
+            obs = obs.detach().cpu().numpy()
+        x = np.asarray(obs, np.float32)
+        if x.ndim == 1:
+            x = x[None]
+        action = np.asarray(self.policy.act(x), np.float32)
+        risk = self.critic(x, action)
+        unsafe = risk > self.threshold
+        if unsafe.any():
+            rows = np.flatnonzero(unsafe)
+            if self.recovery is not None:
+                action[rows] = np.asarray(self.recovery.act(x[rows]), np.float32)
+            else:
+                action[rows], risk[rows] = self._least_risky(x[rows], action[rows])
+        self.interventions += int(unsafe.sum())
+        self.steps += len(x)
+        self.last_intervened, self.last_risk = unsafe, risk
+        return action
+
+    def _least_risky(self, obs: np.ndarray, action: np.ndarray):
+        b, n, a = len(obs), self.num_candidates, action.shape[1]
+        noise = self.rng.standard_normal((b, n, a)).astype(np.float32) * self.noise_std
+        noise[:, 0] = 0.0  # the policy's own action stays a candidate
+        cand = action[:, None, :] + noise
+        if self.action_clip is not None:
+            cand = np.clip(cand, -self.action_clip, self.action_clip)
+        risk = self.critic(np.repeat(obs, n, axis=0), cand.reshape(b * n, a)).reshape(b, n)
+        best = risk.argmin(axis=1)
+        return cand[np.arange(b), best], risk[np.arange(b), best]
+
+    def stats(self) -> dict[str, float]:
+        return {
+            "interventions": self.interventions,
+            "steps": self.steps,
+            "intervention_rate": self.interventions / max(self.steps, 1),
+        }
+
+
+def load_shielded_policy(folder: str | os.PathLike, seed: int = 0):
+    """The artifact's policy, inside its shield when ``policy.yaml`` has one."""
+    folder = Path(folder)
+    policy = ArtifactPolicy(folder)
+    spec = load_meta(folder).get("shield")
+    if not spec:
+        return policy
+    critic_path = folder / spec.get("critic", CRITIC_FILE)
+    if not critic_path.is_file():
+        raise ArtifactError(f"{folder}: policy.yaml names a shield but {critic_path.name} is missing")
+    layout = [(t["name"], int(t["size"])) for t in spec.get("observation_terms", [])]
+    if layout and layout != policy.obs_layout:
+        raise ArtifactError(f"{folder}: the shield's critic was fitted on observations {layout}, "
+                            f"the policy reads {policy.obs_layout}")
+    return Shield(
+        policy, OnnxRiskCritic(critic_path), float(spec["threshold"]), int(spec.get("num_candidates", 32)),
+        float(spec.get("noise_std", 0.5)), float(policy.meta["action"]["clip"]), seed=seed,
+    )

@@ -1,0 +1,1 @@
+"""Safety: cost critics, shields and the safety benchmark."""

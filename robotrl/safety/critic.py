@@ -1,0 +1,176 @@
+"""The shield's safety critic: Q_risk(s, a), the discounted probability that the
+robot violates a constraint after taking ``a`` in ``s`` (Recovery RL's safety
+critic; Bresa's reflexive critic).
+
+Fitted from transitions (a dataset, offline; or rollouts of the policy itself,
+"online") with the target ``c + (1 - c) * gamma * (1 - terminated) * Q_risk(s', a')``
+where ``c`` is 1 on a step with positive cost: a violation ends the risk horizon
+as in Recovery RL. The next action ``a'`` is, by ``backup``:
+
+* ``"policy"``: the policy's own action, Q_risk of the unshielded policy (Recovery RL);
+* ``"safest"`` (default): the least risky of the policy's action and
+  ``backup_samples`` uniform random actions. The critic then says whether the robot
+  can still stay safe from here, which is what a shield that will keep
+  intervening needs to know: under ``"policy"`` braking before a hazard looks
+  nearly as risky as driving on, because the policy drives on afterwards.
+
+``gamma_risk`` sets how far ahead the critic looks (0.95: about twenty control steps).
+"""
+from __future__ import annotations
+
+import copy
+import shutil
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from robotrl.algos.losses import polyak_update
+from robotrl.datasets import Dataset
+from robotrl.policies.artifact import ONNX_FILE, YAML_FILE, load_meta, write_yaml_atomic
+from robotrl.policies.networks import EmpiricalNormalization, mlp
+from robotrl.policies.shield import CRITIC_FILE
+
+
+@dataclass
+class SafetyCriticConfig:
+    gamma_risk: float = 0.95
+    backup: str = "safest"  # or "policy"
+    backup_samples: int = 16
+    hidden: tuple = (256, 256)
+    learning_rate: float = 3e-4
+    batch_size: int = 512
+    steps: int = 20_000
+    tau: float = 0.005
+
+    @classmethod
+    def from_dict(cls, cfg: dict) -> "SafetyCriticConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(cfg) - known
+        if unknown:
+            raise KeyError(f"unknown safety-critic settings {sorted(unknown)}; known: {', '.join(sorted(known))}")
+        values = dict(cfg)
+        if "hidden" in values:
+            values["hidden"] = tuple(int(w) for w in values["hidden"])
+        return cls(**values)
+
+    def __post_init__(self):
+        if self.backup not in ("safest", "policy"):
+            raise ValueError(f"backup must be 'safest' or 'policy', got {self.backup!r}")
+        if not 0.0 <= self.gamma_risk < 1.0:
+            raise ValueError(f"gamma_risk must be in [0, 1), got {self.gamma_risk}")
+
+
+class SafetyCritic(nn.Module):
+    """(obs, action) -> risk in [0, 1]."""
+
+    def __init__(self, obs_dim: int, num_actions: int, hidden=(256, 256)):
+        super().__init__()
+        self.obs_norm = EmpiricalNormalization(obs_dim)
+        self.net = mlp(obs_dim + num_actions, hidden, 1, "relu")
+        self.obs_dim, self.num_actions = obs_dim, num_actions
+
+    def logits(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([self.obs_norm(obs), action], dim=-1)).squeeze(-1)
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logits(obs, action))
+
+    def numpy_risk(self, obs: np.ndarray, action: np.ndarray) -> np.ndarray:
+        """The Shield's critic interface, straight from torch (before export)."""
+        with torch.no_grad():
+            return self(torch.as_tensor(obs, dtype=torch.float32), torch.as_tensor(action, dtype=torch.float32)).numpy()
+
+
+def risk_target(cost, terminated, next_risk, gamma_risk: float):
+    """c + (1 - c) gamma (1 - done) Q(s', pi(s')), with c = 1 on a violating step."""
+    violated = (cost > 0).float()
+    return violated + (1.0 - violated) * gamma_risk * (1.0 - terminated.float()) * next_risk
+
+
+def fit_safety_critic(dataset: Dataset, policy, cfg: SafetyCriticConfig | None = None, seed: int = 0,
+                      progress: bool = True) -> SafetyCritic:
+    """Fit Q_risk of ``policy`` (any Policy over the dataset's ``policy`` group) on ``dataset``."""
+    cfg = cfg or SafetyCriticConfig()
+    if len(dataset) == 0:
+        raise ValueError("cannot fit a safety critic on an empty dataset")
+    if not (dataset.cost > 0).any():
+        raise ValueError("the dataset has no step with positive cost: a safety critic learns nothing from it "
+                         "(collect with more exploration noise, or on a task that defines a cost)")
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    obs = torch.as_tensor(dataset.obs["policy"])
+    next_obs = torch.as_tensor(dataset.next_obs["policy"])
+    action = torch.as_tensor(dataset.action)
+    # The policy is fixed, so its next actions are computed once, not per batch.
+    next_action = torch.as_tensor(np.asarray(policy.act(dataset.next_obs["policy"]), np.float32))
+    cost, terminated = torch.as_tensor(dataset.cost), torch.as_tensor(dataset.terminated)
+    critic = SafetyCritic(obs.shape[1], action.shape[1], cfg.hidden)
+    critic.obs_norm.update(obs)
+    target_critic = copy.deepcopy(critic).requires_grad_(False)
+    optim = torch.optim.Adam(critic.net.parameters(), lr=cfg.learning_rate)
+    n, num_actions = len(dataset), action.shape[1]
+    bound = float(dataset.meta.get("action_clip") or action.abs().max())
+    k = cfg.backup_samples if cfg.backup == "safest" else 0
+    for _ in tqdm(range(cfg.steps), desc="safety critic", disable=not progress, leave=False, mininterval=1.0):
+        idx = torch.randint(0, n, (cfg.batch_size,), generator=gen)
+        with torch.no_grad():
+            # Candidates at s': the policy's action first, then uniform samples.
+            cand = torch.cat([next_action[idx, None], (torch.rand(len(idx), k, num_actions, generator=gen) * 2 - 1) * bound], 1)
+            s_next = next_obs[idx, None].expand(-1, k + 1, -1)
+            next_risk = target_critic(s_next.reshape(-1, s_next.shape[-1]), cand.reshape(-1, num_actions))
+            next_risk = next_risk.reshape(len(idx), k + 1).min(dim=1).values
+            target = risk_target(cost[idx], terminated[idx], next_risk, cfg.gamma_risk)
+        loss = nn.functional.binary_cross_entropy_with_logits(critic.logits(obs[idx], action[idx]), target)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        polyak_update(target_critic, critic, cfg.tau)
+    return critic.eval()
+
+
+def export_shield(critic: SafetyCritic, artifact: str | Path, threshold: float, num_candidates: int = 32,
+                  noise_std: float = 0.5, out: str | Path | None = None, fit_info: dict | None = None) -> Path:
+    """Write the critic as ONNX into the artifact (or a copy at ``out``) and describe
+    the shield in its policy.yaml."""
+    import logging
+    import warnings
+
+    artifact = Path(artifact)
+    meta = load_meta(artifact)
+    obs_dim = int(meta["observation"]["size"])
+    if critic.obs_dim != obs_dim or critic.num_actions != len(meta["action"]["joint_names"]):
+        raise ValueError(f"the critic takes ({critic.obs_dim} obs, {critic.num_actions} actions) but the artifact "
+                         f"{artifact} has ({obs_dim}, {len(meta['action']['joint_names'])})")
+    folder = Path(out) if out else artifact
+    if folder != artifact:
+        if folder.exists():
+            raise FileExistsError(f"{folder} exists; choose another out=")
+        folder.mkdir(parents=True)
+        for name in (ONNX_FILE, YAML_FILE):
+            shutil.copy2(artifact / name, folder / name)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    tmp = folder / f".{CRITIC_FILE}.tmp"
+    batch = torch.export.Dim("batch", min=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            critic.eval(), (torch.zeros(1, obs_dim), torch.zeros(1, critic.num_actions)),
+            input_names=["obs", "action"], output_names=["risk"],
+            dynamic_shapes=({0: batch}, {0: batch}), dynamo=True, verbose=False,
+        )
+    program.save(str(tmp))
+    tmp.replace(folder / CRITIC_FILE)
+    meta["shield"] = {
+        "critic": CRITIC_FILE,
+        "threshold": float(threshold),
+        "num_candidates": int(num_candidates),
+        "noise_std": float(noise_std),
+        "observation_terms": meta["observation"]["terms"],
+        **({"fit": fit_info} if fit_info else {}),
+    }
+    write_yaml_atomic(folder / YAML_FILE, meta)
+    return folder

@@ -1,0 +1,105 @@
+"""The run-time shield: selection rule, layout checks, the critic's target, export
+into the artifact and what the ROS node will load."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from robotrl.cli import main
+from robotrl.policies.artifact import ArtifactError
+from robotrl.policies.shield import Shield, load_shielded_policy
+from robotrl.safety.critic import SafetyCritic, export_shield, risk_target
+
+
+class ConstantPolicy:
+    obs_layout = [("x", 3)]
+    action_names = ["a", "b"]
+
+    def __init__(self, action):
+        self.action = np.asarray(action, np.float32)
+
+    def reset(self, env_ids=None):
+        pass
+
+    def act(self, obs):
+        return np.tile(self.action, (len(obs), 1))
+
+
+def forward_risk(obs, action):
+    """Risk grows with the first action component (driving forward into a wall)."""
+    return np.clip(np.asarray(action)[:, 0], 0.0, 1.0)
+
+
+def test_risk_target_by_hand():
+    cost = torch.tensor([0.0, 2.0, 0.0])
+    done = torch.tensor([False, False, True])
+    nxt = torch.tensor([0.5, 0.9, 0.9])
+    # safe step: 0.9 * 0.5; violation: 1; terminal safe step: 0
+    torch.testing.assert_close(risk_target(cost, done, nxt, 0.9), torch.tensor([0.45, 1.0, 0.0]))
+
+
+def test_shield_leaves_safe_actions_and_replaces_risky_ones():
+    obs = np.zeros((4, 3), np.float32)
+    safe = Shield(ConstantPolicy([0.1, 0.0]), forward_risk, threshold=0.3, critic_obs_dim=3)
+    np.testing.assert_array_equal(safe.act(obs), np.tile(np.float32([0.1, 0.0]), (4, 1)))
+    assert safe.stats()["interventions"] == 0
+
+    risky = Shield(ConstantPolicy([0.9, 0.0]), forward_risk, threshold=0.3, num_candidates=64, noise_std=0.5,
+                   action_clip=1.0, critic_obs_dim=3)
+    action = risky.act(obs)
+    assert (forward_risk(obs, action) < 0.3).all()  # 64 samples of std 0.5 reach below 0.3
+    assert risky.stats() == {"interventions": 4, "steps": 4, "intervention_rate": 1.0}
+    assert risky.last_intervened.all()
+
+
+def test_recovery_policy_takes_over_above_the_threshold():
+    shield = Shield(ConstantPolicy([0.9, 0.0]), forward_risk, 0.3, recovery=ConstantPolicy([-1.0, 0.2]),
+                    critic_obs_dim=3)
+    np.testing.assert_array_equal(shield.act(np.zeros((2, 3))), np.float32([[-1.0, 0.2]] * 2))
+
+
+def test_mismatched_critic_and_bad_threshold_are_refused():
+    with pytest.raises(ValueError, match="critic takes 5 observations but the policy's layout has 3"):
+        Shield(ConstantPolicy([0.0, 0.0]), forward_risk, 0.3, critic_obs_dim=5)
+    with pytest.raises(ValueError, match=r"threshold is a risk \(probability\) in \[0, 1\]"):
+        Shield(ConstantPolicy([0.0, 0.0]), forward_risk, 1.5, critic_obs_dim=3)
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    assert main(["train", "task=point_goal_hazards", "steps=2000", "num_envs=8", f"out={out}", "eval_episodes=1",
+                 "progress=false", "sim.nthread=1"]) == 0
+    return out / "artifact"
+
+
+def test_shield_exports_into_the_artifact_and_loads_as_on_the_robot(artifact, tmp_path):
+    critic = SafetyCritic(37, 2, (32, 32))
+    torch.nn.init.normal_(critic.net[-1].weight, std=1.0)  # risks spread over (0, 1)
+    folder = export_shield(critic, artifact, threshold=0.4, num_candidates=8, out=tmp_path / "shielded")
+    policy = load_shielded_policy(folder)
+    assert isinstance(policy, Shield) and policy.threshold == 0.4 and policy.num_candidates == 8
+    obs, act = np.random.default_rng(0).normal(size=(64, 37)).astype(np.float32), np.zeros((64, 2), np.float32)
+    np.testing.assert_allclose(policy.critic(obs, act), critic.numpy_risk(obs, act), atol=1e-5)
+    assert load_shielded_policy(artifact).__class__.__name__ == "ArtifactPolicy"  # the original is untouched
+    with pytest.raises(FileExistsError):
+        export_shield(critic, artifact, 0.4, out=tmp_path / "shielded")
+    with pytest.raises(ValueError, match="critic takes"):
+        export_shield(SafetyCritic(5, 2), artifact, 0.4, out=tmp_path / "other")
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    (broken / "shield_critic.onnx").unlink()
+    with pytest.raises(ArtifactError, match="shield_critic.onnx is missing"):
+        load_shielded_policy(broken)
+
+
+def test_eval_of_a_shielded_artifact_reports_interventions(artifact, tmp_path):
+    critic = SafetyCritic(37, 2, (32, 32))
+    with torch.no_grad():
+        critic.net[-1].bias.fill_(5.0)  # risk ~ 1 everywhere: the shield always intervenes
+    folder = export_shield(critic, artifact, threshold=0.5, num_candidates=4, out=tmp_path / "always")
+    assert main(["eval", f"policy={folder}", "episodes=2", f"out={tmp_path}", "progress=false"]) == 0
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["intervention_rate"] == 1.0 and result["interventions_mean"] == result["length_mean"]
