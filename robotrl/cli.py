@@ -134,7 +134,7 @@ def evaluate_cmd(cfg: dict) -> dict:
 
 
 def export_cmd(cfg: dict) -> Path:
-    from robotrl.runner import CHECKPOINT, OnPolicyRunner
+    from robotrl.runner import CHECKPOINT
     from robotrl.checkpoint import CheckpointError
     import yaml
 
@@ -143,7 +143,7 @@ def export_cmd(cfg: dict) -> Path:
         raise CheckpointError(f"{run} is not a run directory (no config.yaml)")
     run_cfg = yaml.safe_load((run / "config.yaml").read_text())
     run_cfg.update(out=str(run), resume=True, num_envs=1)
-    runner = OnPolicyRunner(run_cfg)
+    runner = runner_class(run_cfg["algo"]["name"])(run_cfg)
     try:
         folder = runner.export(cfg.get("out"))
     finally:

@@ -29,8 +29,11 @@ def evaluate(
     ("mean" ignores NaN steps, "last" takes the final step) and then over episodes.
     ``task`` is a robotrl task, or an env name for the gymnasium/brax backends."""
     kwargs = dict(env_kwargs or {})
-    kwargs.pop("nthread", None)
-    # Evaluation envs are few; one physics thread each is plenty.
+    # Evaluation envs are few: one physics thread is plenty (mujoco backend).
+    if sim == "mujoco":
+        kwargs["nthread"] = 1
+    else:
+        kwargs.pop("nthread", None)
     env = make_env(task, num_episodes, sim=sim, seed=seed, randomize=randomize, **kwargs)
     try:
         return _run(env, policy, task, num_episodes, progress)
