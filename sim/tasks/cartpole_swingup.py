@@ -33,9 +33,11 @@ class CartpoleSwingup(Task):
         return qpos, qvel, {}
 
     def observation_terms(self, xp, state: SimState):
-        cart = xp.concatenate([self.sensor(state, "cart_pos"), self.sensor(state, "cart_vel")], axis=1)
-        angle = self.sensor(state, "pole_angle")
-        pole = xp.concatenate([xp.cos(angle), xp.sin(angle), self.sensor(state, "pole_angvel")], axis=1)
+        # Joint state straight from qpos/qvel: MuJoCo computes sensordata before the
+        # last physics substep's integration, so joint sensors would lag a substep.
+        cart = xp.concatenate([state.qpos[:, 0:1], state.qvel[:, 0:1]], axis=1)
+        angle = state.qpos[:, 1:2]
+        pole = xp.concatenate([xp.cos(angle), xp.sin(angle), state.qvel[:, 1:2]], axis=1)
         return {"cart": cart, "pole": pole}
 
     def reward_terms(self, xp, state: SimState, action):

@@ -46,8 +46,10 @@ class PendulumSwingup(Task):
         return angle, angvel, {}
 
     def observation_terms(self, xp, state: SimState):
-        angle = self.sensor(state, "angle")
-        return {"pendulum": xp.concatenate([xp.cos(angle), xp.sin(angle), self.sensor(state, "angvel")], axis=1)}
+        # qpos/qvel, not the joint sensors: MuJoCo computes sensordata before the last
+        # physics substep's integration, so they would lag the state by a substep.
+        angle = state.qpos[:, 0:1]
+        return {"pendulum": xp.concatenate([xp.cos(angle), xp.sin(angle), state.qvel[:, 0:1]], axis=1)}
 
     def reward_terms(self, xp, state: SimState, action):
         cos = xp.cos(state.qpos[:, 0])
