@@ -1,0 +1,180 @@
+"""Sim-to-real gap: what each source of experience is worth in the target domain.
+
+For each task and target-domain shift (the "real robot"), a behaviour policy is
+trained *in the target domain* with PPO; its snapshots along the way make a
+limited "real" dataset (medium-replay or medium quality). Then, at the same step
+budgets and over several seeds, every method is evaluated in the target domain:
+
+* ``sac_sim``: SAC trained in the (unshifted) simulator only;
+* ``iql_real``: IQL on the real dataset only;
+* ``h2o``: H2O on the real dataset plus the simulator;
+* ``uni_o4_offline`` / ``uni_o4_online``: Uni-O4 on the real dataset, then
+  fine-tuned online in the target domain (one run gives both).
+
+Each comparison row in the JSON holds H2O's and a single-source baseline's
+target-domain returns and their ``ratio``; returns are shifted to be positive
+first where needed (by ``1 - min`` over all methods of that task and shift) and
+the row says so (``shift``).
+
+    python benchmarks/sim2real_gap.py --json out.json [--quick] [--seeds 3]
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from _common import parser, print_table, write_json
+
+# Budgets (env or gradient steps). The full preset is sized for hours on a
+# workstation; --quick is a smoke test of the whole pipeline.
+FULL = dict(tasks=("halfcheetah", "hopper"), shifts=("gravity_2x", "friction_0.3x"), quality="medium-replay",
+            seeds=3, behaviour_steps=1_000_000, snapshots=5, transitions=100_000, sim_steps=100_000,
+            offline_steps=100_000, online_steps=200_000, eval_episodes=10)
+QUICK = dict(tasks=("hopper",), shifts=("gravity_2x",), quality="medium-replay", seeds=1,
+             behaviour_steps=40_000, snapshots=2, transitions=4_000, sim_steps=2_000,
+             offline_steps=1_000, online_steps=8_192, eval_episodes=2)
+METHODS = ("sac_sim", "iql_real", "h2o", "uni_o4_offline", "uni_o4_online")
+
+
+def train(args: list[str]) -> None:
+    from robotrl.cli import main
+
+    code = main(["train", "progress=false", "sim.nthread=1", *args])
+    if code != 0:
+        raise RuntimeError(f"robotrl train {' '.join(args)} failed with exit code {code}")
+
+
+def behaviour_snapshots(task: str, shift: str, p: dict, work: Path) -> list[Path]:
+    """PPO trained in the target domain; an artifact after each stage (for medium-replay)."""
+    from robotrl.sim.domains import resolve_domain
+
+    run = work / f"behaviour_{task}_{shift}"
+    shifted = ",".join(f"{k}:{v}" for k, v in resolve_domain(shift).as_dict().items())
+    snapshots = []
+    for i in range(1, p["snapshots"] + 1):
+        steps = p["behaviour_steps"] * i // p["snapshots"]
+        train([f"task={task}", "algo=ppo", f"steps={steps}", f"out={run}", "eval_episodes=2",
+               f"+task.config.dynamics_shift={{{shifted}}}", *(["resume=true"] if i > 1 else [])])
+        snap = work / f"{run.name}_snap{i}"
+        shutil.copytree(run / "artifact", snap)
+        snapshots.append(snap)
+    return snapshots
+
+
+def run_methods(task: str, shift: str, dataset: Path, seed: int, p: dict, work: Path) -> dict[str, float]:
+    common = [f"task={task}", f"seed={seed}", f"real_domain={shift}", f"eval_episodes={p['eval_episodes']}"]
+    out = {}
+
+    def ret(run: Path, key: str | None = None) -> float:
+        result = json.loads((run / "eval.json").read_text())
+        return float((result[key] if key else result)["return_mean"])
+
+    run = work / f"sac_{task}_{shift}_{seed}"
+    train([*common, "algo=sac", f"steps={p['sim_steps']}", "num_envs=4", f"out={run}",
+           f"algo.warmup_steps={min(5000, p['sim_steps'] // 4)}"])
+    out["sac_sim"] = ret(run)
+    run = work / f"iql_{task}_{shift}_{seed}"
+    train([*common, "algo=iql", f"steps={p['offline_steps']}", f"dataset={dataset}", f"out={run}", "algo.eval_interval=0"])
+    out["iql_real"] = ret(run)
+    run = work / f"h2o_{task}_{shift}_{seed}"
+    train([*common, "algo=h2o", f"steps={p['sim_steps']}", "num_envs=4", f"dataset={dataset}", f"out={run}",
+           "algo.eval_interval=0"])
+    out["h2o"] = ret(run)
+    run = work / f"uni_o4_{task}_{shift}_{seed}"
+    train([*common, "algo=uni_o4", f"steps={p['online_steps']}", "num_envs=16", f"dataset={dataset}", f"out={run}",
+           f"algo.offline_steps={p['offline_steps']}", f"algo.improve_steps={max(100, p['offline_steps'] // 10)}"])
+    out["uni_o4_offline"] = ret(run, "offline")
+    out["uni_o4_online"] = ret(run)
+    return out
+
+
+def comparison_rows(task: str, shift: str, per_method: dict[str, list[float]]) -> list[dict]:
+    means = {m: float(np.mean(v)) for m, v in per_method.items()}
+    low = min(min(v) for v in per_method.values())
+    offset = 1.0 - low if low <= 0 else 0.0  # H2O over baseline needs positive returns
+    rows = []
+    for baseline in ("sac_sim", "iql_real"):
+        rows.append({
+            "task": task, "shift": shift, "comparison": f"h2o vs {baseline}",
+            "h2o_return": means["h2o"], "baseline_return": means[baseline],
+            "return_offset": offset,
+            "ratio": (means["h2o"] + offset) / (means[baseline] + offset),
+        })
+    rows.append({
+        "task": task, "shift": shift, "comparison": "uni_o4 online vs offline",
+        "h2o_return": means["uni_o4_online"], "baseline_return": means["uni_o4_offline"], "return_offset": offset,
+        "ratio": (means["uni_o4_online"] + offset) / (means["uni_o4_offline"] + offset),
+    })
+    return rows
+
+
+def bar_chart(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(4.5 * len(results), 4), squeeze=False)
+    for ax, res in zip(axes[0], results):
+        means = [np.mean(res["returns"][m]) for m in METHODS]
+        stds = [np.std(res["returns"][m]) for m in METHODS]
+        ax.bar(range(len(METHODS)), means, yerr=stds, capsize=3, color="tab:blue")
+        ax.set_xticks(range(len(METHODS)), [m.replace("_", "\n") for m in METHODS], fontsize=8)
+        ax.set_title(f"{res['task']} / {res['shift']}")
+        ax.set_ylabel("target-domain return")
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = parser(__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, help="seeds per method (full preset: 3)")
+    ap.add_argument("--workdir", type=Path, help="keep the runs here (default: a temporary folder)")
+    args = ap.parse_args()
+    p = dict(QUICK if args.quick else FULL)
+    if args.seeds:
+        p["seeds"] = args.seeds
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="sim2real_gap_"))
+    work.mkdir(parents=True, exist_ok=True)
+    from robotrl.datasets import collect, save_dataset
+
+    results, rows, table = [], [], []
+    t_start = time.perf_counter()
+    for task in p["tasks"]:
+        for shift in p["shifts"]:
+            snaps = behaviour_snapshots(task, shift, p, work)
+            policies = snaps if p["quality"] == "medium-replay" else snaps[-1:]
+            data = collect(task, p["transitions"], policies=[str(s) for s in policies], quality=p["quality"],
+                           real_domain=shift, num_envs=16, seed=0, progress=False)
+            dataset = save_dataset(data, work / f"real_{task}_{shift}.npz")
+            per_method: dict[str, list[float]] = {m: [] for m in METHODS}
+            for seed in range(p["seeds"]):
+                for m, r in run_methods(task, shift, dataset, seed, p, work).items():
+                    per_method[m].append(r)
+            results.append({"task": task, "shift": shift, "dataset_return": float(np.mean(data.episode_returns)),
+                            "returns": per_method})
+            rows += comparison_rows(task, shift, per_method)
+            for m in METHODS:
+                table.append({"task": task, "shift": shift, "method": m,
+                              "return": f"{np.mean(per_method[m]):.1f} ± {np.std(per_method[m]):.1f}"})
+    print_table(table, [("task", "task"), ("shift", "shift"), ("method", "method"), ("return", "target return")])
+    print()
+    print_table(rows, [("task", "task"), ("shift", "shift"), ("comparison", "comparison"),
+                       ("h2o_return", "robotrl"), ("baseline_return", "baseline"), ("ratio", "ratio")])
+    png = (args.json.with_suffix(".png") if args.json else work / "sim2real_gap.png")
+    bar_chart(results, png)
+    print(f"bar chart: {png}")
+    write_json(args.json, "sim2real_gap", rows, preset="quick" if args.quick else "full", settings=p,
+               wall_time_s=time.perf_counter() - t_start, results=results,
+               note="ratio = (robotrl method + return_offset) / (baseline + return_offset); the offset makes "
+                    "returns positive where any is <= 0")
+
+if __name__ == "__main__":
+    main()
