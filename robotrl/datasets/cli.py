@@ -72,3 +72,9 @@ def import_cmd(cfg: dict) -> Path:
     path = save_dataset(ds, cfg["out"])
     print(describe(ds, path))
     return path
+
+
+def import_bag_cmd(cfg: dict) -> Path:
+    from robotrl.datasets.bag_cli import import_bag_cmd as run
+
+    return run(cfg)
