@@ -12,12 +12,12 @@ from omegaconf import OmegaConf
 
 from robotrl.sim import EXTERNAL_SIMS
 
-VERBS = ("train", "eval", "export", "dataset", "shield", "record")
+VERBS = ("train", "eval", "export", "dataset", "shield", "record", "deploy")
 DATASET_VERBS = ("collect", "info", "import", "import-bag")
 USAGE = """usage: robotrl <verb> [key=value ...]
 
 verbs:
-  train   task=NAME algo=ppo|ppo_lag|sac|iql|h2o|uni_o4 [sim=mujoco steps=N seed=S num_envs=N out=DIR
+  train   task=NAME algo=ppo|ppo_lag|sac|iql|h2o|uni_o4|fisor|bc_all|bc_safe|cpq [sim=mujoco steps=N seed=S num_envs=N out=DIR
           dataset=PATH real_domain=NAME resume=true ...]
   eval    policy=ARTIFACT_DIR [task=NAME episodes=N seed=S randomize=false real_domain=NAME out=DIR]
   export  run=RUN_DIR [out=DIR]
@@ -26,6 +26,7 @@ verbs:
   shield  policy=ARTIFACT_DIR [dataset=PATH threshold=0.3 out=DIR]   fit a safety shield into a copy of the artifact
   dataset import format=minari|hdf5 source=... task=NAME out=FILE
   dataset import-bag bag=FILE.mcap task=NAME config=MAPPING.yaml out=FILE.npz
+  deploy  policy=ARTIFACT_DIR [config=launch/config/deploy.yaml sim_robot=true autostart=true duration=S]
   record  topics=[/joint_states,/imu,...] out=FILE.mcap [duration=S domain_id=N]
 
 Add --cfg to print the composed config and exit.
@@ -68,6 +69,10 @@ RUNNERS = {
     "sac": "robotrl.offpolicy_runner:OffPolicyRunner",
     "iql": "robotrl.offpolicy_runner:OffPolicyRunner",
     "h2o": "robotrl.offpolicy_runner:OffPolicyRunner",
+    "fisor": "robotrl.offpolicy_runner:OffPolicyRunner",
+    "bc_all": "robotrl.offpolicy_runner:OffPolicyRunner",
+    "bc_safe": "robotrl.offpolicy_runner:OffPolicyRunner",
+    "cpq": "robotrl.offpolicy_runner:OffPolicyRunner",
     "uni_o4": "robotrl.uni_o4_runner:UniO4Runner",
 }
 
@@ -185,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
             from robotrl.datasets import cli as dataset_cli
 
             getattr(dataset_cli, f"{sub.replace('-', '_')}_cmd")(cfg)
+        elif verb == "deploy":
+            from robotrl.real.deploy import deploy_cmd
+
+            return deploy_cmd(cfg)
         elif verb == "record":
             from robotrl.real.recorder import record_cmd
 

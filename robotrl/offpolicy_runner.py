@@ -1,4 +1,5 @@
-"""The off-policy and offline runner: sac, iql and h2o.
+"""The off-policy and offline runner: sac, iql, h2o, and the offline safe algorithms
+(fisor, bc_all, bc_safe, cpq).
 
 * ``sac``: online in the simulator (the task as configured), ``num_envs`` envs,
   ``steps`` env steps; uniform random actions for the first ``warmup_steps``, then
@@ -38,8 +39,39 @@ from robotrl.sim import EXTERNAL_SIMS, make_env, make_task
 from robotrl.sim.domains import domain_task_config
 
 CONFIGS = {"sac": SACConfig, "iql": IQLConfig, "h2o": H2OConfig}
-OFFLINE = ("iql",)
-NEEDS_DATASET = ("iql", "h2o")
+# Offline safe RL (robotrl.algos.offline_safe) builds its own configs.
+OFFLINE_SAFE = ("fisor", "bc_all", "bc_safe", "cpq")
+OFFLINE = ("iql", *OFFLINE_SAFE)
+NEEDS_DATASET = ("iql", "h2o", *OFFLINE_SAFE)
+
+
+class OfflineSafeAlgo:
+    """An offline safe algorithm (flat ``policy``-group batches, its own ``act``)
+    behind the interface this runner drives."""
+
+    def __init__(self, algo, obs_layout, action_names):
+        self.algo, self.cfg = algo, algo.cfg
+        self.obs_layout, self.action_names = list(obs_layout), list(action_names)
+
+    def update(self, batch: dict) -> dict[str, float]:
+        flat = {k: v for k, v in batch.items() if k not in ("obs", "next_obs", "truncated")}
+        flat.update(obs=batch["obs"]["policy"], next_obs=batch["next_obs"]["policy"], terminated=batch["terminated"].float())
+        return self.algo.update(flat)
+
+    def reset(self, env_ids=None) -> None:
+        pass
+
+    def act(self, obs):
+        return self.algo.act(obs)
+
+    def state_dict(self) -> dict:
+        return self.algo.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.algo.load_state_dict(state)
+
+    def inference_module(self):
+        return self.algo.inference_module()
 
 
 class OffPolicyRunner:
@@ -47,9 +79,14 @@ class OffPolicyRunner:
         self.cfg = cfg
         self.out = Path(cfg["out"])
         self.algo_name = cfg["algo"]["name"]
-        if self.algo_name not in CONFIGS:
-            raise KeyError(f"OffPolicyRunner trains {', '.join(CONFIGS)}, not {self.algo_name!r}")
-        self.algo_cfg = CONFIGS[self.algo_name].from_dict(cfg["algo"])
+        if self.algo_name not in (*CONFIGS, *OFFLINE_SAFE):
+            raise KeyError(f"OffPolicyRunner trains {', '.join((*CONFIGS, *OFFLINE_SAFE))}, not {self.algo_name!r}")
+        if self.algo_name in OFFLINE_SAFE:
+            from robotrl.algos.offline_safe import ALGOS
+
+            self.algo_cfg = ALGOS[self.algo_name]()[1]({k: v for k, v in cfg["algo"].items() if k != "name"})
+        else:
+            self.algo_cfg = CONFIGS[self.algo_name].from_dict(cfg["algo"])
         self.task_name = cfg["task"]["name"]
         self.offline = self.algo_name in OFFLINE
         self.external = cfg["sim"]["name"] in EXTERNAL_SIMS
@@ -88,10 +125,22 @@ class OffPolicyRunner:
         critic_group = "critic" if "critic" in groups else "policy"
         self.groups = sorted({"policy", critic_group})
         obs_sizes = {g: self.env.obs_sizes[g] for g in self.groups}
+        a, n_act = self.algo_cfg, self.env.num_actions
+        if self.algo_name in OFFLINE_SAFE:
+            from robotrl.algos.offline_safe import make_offline_safe
+
+            algo = make_offline_safe(self.algo_name, {k: v for k, v in cfg["algo"].items() if k != "name"},
+                                     obs_sizes["policy"], n_act, self.action_bound, self.device, seed)
+            # bc_safe keeps the episodes within the cost limit; all check the data has costs.
+            self.dataset = algo.training_data(self.dataset)
+            if self.resume_state is None:
+                algo.fit_normalization(self.dataset)
+            self.alg = OfflineSafeAlgo(algo, self.env.obs_layout["policy"], self.env.action_names)
         self.real = ReplayBuffer.from_dataset(self.dataset, self.groups, self.device) if self.dataset is not None else None
 
-        a, n_act = self.algo_cfg, self.env.num_actions
-        if self.algo_name == "sac":
+        if self.algo_name in OFFLINE_SAFE:
+            pass
+        elif self.algo_name == "sac":
             self.alg = SAC(a, obs_sizes, n_act, self.device, self.action_bound, critic_group)
         elif self.algo_name == "h2o":
             self.alg = H2O(a, obs_sizes, n_act, self.device, self.action_bound, critic_group)
@@ -282,7 +331,8 @@ class OffPolicyRunner:
 
     def _periodic_eval(self, writer) -> None:
         """Deterministic episodes of the current torch actor in the target domain."""
-        policy = TorchPolicy(self.alg.actor, self.env.obs_layout["policy"], self.env.action_names)
+        policy = self.alg if isinstance(self.alg, OfflineSafeAlgo) else TorchPolicy(
+            self.alg.actor, self.env.obs_layout["policy"], self.env.action_names)
         result = evaluate(
             policy, self.eval_task, int(self.cfg["eval_episodes"]), seed=int(self.cfg["seed"]) + 20_000,
             sim=self.cfg["sim"]["name"], progress=False, env_kwargs=self.sim_kwargs,
