@@ -160,36 +160,115 @@ def test_classifiers_separate_sim_from_real_and_weights_track_the_gap():
 
 
 # ----------------------------------------------------------------- learning
-H2O_MARGIN = 50.0  # return units; the target-domain swing-up is worth ~325
+# Target ("real") domain of the learning test: reach with 2x gravity and the PD
+# servos at 0.3x gain, so the arm sags far below where a simulator-trained policy
+# expects it (at 1x gain the shoulder sags ~0.07 rad when horizontal, here ~0.45).
+REACH_REAL = {"gravity": 2.0, "actuator_gain": 0.3}
+H2O_MARGIN = 40.0  # return units; measured margins 67, 69 and 99 on seeds 0-2 (see the test)
+
+
+class ReachJacobianController:
+    """A scripted, domain-agnostic behaviour policy for ``reach``: integral control
+    in joint space, ``a = last_action + gain * J^+ (target - fingertip)`` with the
+    damped pseudo-inverse of the fingertip Jacobian at the observed joint angles
+    (computed on the simulator's kinematics), plus Gaussian action noise. The
+    integral term slowly makes up for the sag; the noise accumulates in
+    ``last_action``. With gain 0.1 and noise 0.05 it is a "medium" policy in the
+    target domain (return ~-9; noiseless ~+39; random actions ~-91)."""
+
+    def __init__(self, gain=0.1, noise=0.05, damping=0.05, seed=0):
+        import mujoco
+
+        from robotrl.sim import make_task
+
+        task = make_task("reach", {})
+        self.model, self.q0 = task.model, task.default_pose.copy()
+        self.data = mujoco.MjData(self.model)
+        self.site = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_SITE, "fingertip")
+        self.gain, self.noise, self.damping = gain, noise, damping
+        self.rng = np.random.default_rng(seed)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        import mujoco
+
+        # policy obs: joint_pos (4), joint_vel (4), target (3), ee_to_target (3), last_action (4)
+        q, err, last = obs[:, 0:4], obs[:, 11:14], obs[:, 14:18]
+        jac = np.zeros((3, self.model.nv))
+        out = np.empty_like(last, dtype=np.float64)
+        for i in range(len(obs)):
+            self.data.qpos[:] = self.q0 + q[i]
+            mujoco.mj_kinematics(self.model, self.data)
+            mujoco.mj_comPos(self.model, self.data)
+            mujoco.mj_jacSite(self.model, self.data, jac, None, self.site)
+            dq = jac.T @ np.linalg.solve(jac @ jac.T + self.damping**2 * np.eye(3), err[i])
+            out[i] = last[i] + self.gain * dq
+        out += self.noise * self.rng.standard_normal(out.shape)
+        return np.clip(out, -1.0, 1.0).astype(np.float32)
+
+
+def reach_dataset(domain, num_envs=16, steps=500, seed=0):
+    """``num_envs * steps`` transitions of :class:`ReachJacobianController` in
+    ``domain``, and the mean return of its completed episodes."""
+    from robotrl.sim import make_env, make_task
+    from robotrl.sim.domains import domain_task_config
+
+    task = make_task("reach", domain_task_config({}, domain))
+    env = make_env(task, num_envs, seed=seed, nthread=1)
+    controller = ReachJacobianController(seed=seed)
+    buf = ReplayBuffer(num_envs * steps, env.obs_sizes, env.num_actions)
+    obs, returns = env.reset(), []
+    for _ in range(steps):
+        action = torch.as_tensor(controller.act(obs["policy"].numpy()))
+        next_obs, reward, dones, extras = env.step(action)
+        buf.add_env_step(obs, action, reward, next_obs, dones, extras)
+        returns += np.asarray(extras.get("episode_returns", [])).tolist()
+        obs = next_obs
+    layout = {grp: [list(t) for t in terms] for grp, terms in env.obs_layout.items()}
+    env.close()
+    return buf.to_dataset({
+        "task": "reach", "obs_layout": layout, "action_names": list(env.action_names),
+        "domain": "gravity 2x, actuator gain 0.3x", "action_clip": 1.0,
+    }), float(np.mean(returns))
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="not met at a test-sized budget: measured H2O 4.2 in the target domain after 8 k sim steps "
-                         "(150 s), simulation-only SAC ~0; needs a larger budget or a tuned setting")
 def test_h2o_beats_simulation_only_sac_in_the_target_domain(tmp_path):
     import json
 
-    from pendulum_data import scripted_dataset
-
     from robotrl.cli import main
     from robotrl.datasets import save_dataset
+    from robotrl.evaluate import evaluate
+    from robotrl.policies.artifact import ArtifactPolicy
+    from robotrl.sim import make_task
 
-    # Target ("real") domain: pendulum_swingup with 2x gravity; the simulator has 1x.
-    # Real data: 16 episodes (8 k transitions) of a swing-up controller tuned for 2x
-    # gravity with action noise 0.2 (returns ~325). The same controller tuned for
-    # the simulator returns ~40 in the target domain; random actions ~0.
-    # Both learners get the same simulator budget and are evaluated in the target
-    # domain. Measured (seed 0, 8 k sim steps, 4 k updates, 150 s): H2O 4.2 (periodic
-    # evaluations 0.3 at 4 k, 5.6 at 8 k); SAC in the simulator alone stayed at ~0.1
-    # after 20 k steps (in the simulator itself). Not yet a pass: see the skip reason.
-    data = save_dataset(scripted_dataset("gravity_2x", 2.0, num_envs=16, steps=500, good_fraction=1.0, seed=0),
-                        tmp_path / "real.npz")
-    common = ["train", "task=pendulum_swingup", "steps=8000", "num_envs=4", "algo.updates_per_step=0.5",
-              "algo.hidden=[128,128]", "real_domain=gravity_2x", "eval_episodes=8", "sim.nthread=1",
-              "sim.torch_threads=1", "progress=false", "seed=0"]
+    # Real data: 16 episodes (8 k transitions) of a medium scripted controller in the
+    # target domain (mean return ~-9). H2O and simulation-only SAC get the same
+    # simulator budget (10 k env steps, 4 envs, ~4.5-5 k updates, the settings of
+    # test_sac's reach test) and are both evaluated in the target domain (16 episodes).
+    # Measured (10 k steps; H2O ~95 s, SAC ~90 s on a shared core; the whole test 150 s):
+    #   seed 0: H2O  29.0 (final distance 0.056 m), SAC-sim -38.5 (0.19 m; -20.7 in the simulator)
+    #   seed 1: H2O  34.8 (0.057 m),                SAC-sim -34.5 (0.17 m; -21.6 in the simulator)
+    #   seed 2: H2O  62.8 (0.033 m),                SAC-sim -36.1 (0.18 m; -23.1 in the simulator)
+    #   IQL on the real data alone (5 k updates, seed 0): -10.8, about the data's own return.
+    # H2O's periodic target-domain evaluations (other episodes) rise late (seed 0: -60
+    # at 3 k steps, -36 at 5 k, +6 at 8 k, +35 at 10 k), so a shorter budget would not
+    # show it. Its stochastic training episodes in the simulator score ~-70: it acts
+    # for the target domain's dynamics, not the simulator's.
+    ds, data_return = reach_dataset(REACH_REAL)
+    data = save_dataset(ds, tmp_path / "real.npz")
+    real = "real_domain={" + ",".join(f"{k}:{v}" for k, v in REACH_REAL.items()) + "}"
+    common = ["train", "task=reach", "steps=10000", "num_envs=4", "algo.updates_per_step=0.5", "algo.hidden=[128,128]",
+              real, "eval_episodes=16", "sim.nthread=1", "sim.torch_threads=1", "progress=false", "seed=0"]
     assert main([*common, "algo=h2o", f"dataset={data}", "algo.discriminator_hidden=[128,128]", "algo.eval_interval=0",
                  f"out={tmp_path / 'h2o'}"]) == 0
     assert main([*common, "algo=sac", "algo.warmup_steps=1000", f"out={tmp_path / 'sac'}"]) == 0
     h2o = json.loads((tmp_path / "h2o" / "eval.json").read_text())["return_mean"]
     sac = json.loads((tmp_path / "sac" / "eval.json").read_text())["return_mean"]
+    # The baseline is a working policy where it was trained (test_sac's bar, -45):
+    # the gap below is the dynamics shift's, not a failed SAC run.
+    sac_in_sim = evaluate(ArtifactPolicy(tmp_path / "sac" / "artifact"), make_task("reach", {}), 16, seed=10_000,
+                          progress=False)["return_mean"]
+    assert sac_in_sim >= -45, sac_in_sim
     assert h2o > sac + H2O_MARGIN, (h2o, sac)
+    # And it is more than imitation: better than the controller that made the data.
+    assert h2o > data_return, (h2o, data_return)
