@@ -4,8 +4,9 @@ safety critic (Bresa) and Recovery RL.
 At every control step the safety critic scores the policy's action: its risk is
 the (discounted) probability that the robot violates a constraint from here on.
 Above ``threshold`` the action is replaced, either by the least risky of
-``num_candidates`` actions sampled around it (the policy's own action is one of
-them) or by a recovery policy's action, and the intervention is counted.
+``num_candidates`` candidates (the policy's own action, actions sampled around it,
+and, when the action bound is known, as many drawn across the whole action box)
+or by a recovery policy's action, and the intervention is counted.
 
 Like the artifact, the shield needs numpy and onnxruntime only: the critic ships
 as ``shield_critic.onnx`` beside ``policy.onnx`` and the ``shield`` section of
@@ -121,6 +122,10 @@ class Shield:
         noise[:, 0] = 0.0  # the policy's own action stays a candidate
         cand = action[:, None, :] + noise
         if self.action_clip is not None:
+            # Half the candidates span the whole action box: the way out (brake hard,
+            # turn away) is often far from what the policy wanted.
+            wide = n // 2
+            cand[:, n - wide:] = self.rng.uniform(-self.action_clip, self.action_clip, (b, wide, a))
             cand = np.clip(cand, -self.action_clip, self.action_clip)
         risk = self.critic(np.repeat(obs, n, axis=0), cand.reshape(b * n, a)).reshape(b, n)
         best = risk.argmin(axis=1)

@@ -1,0 +1,194 @@
+"""``robotrl bench safety``: tasks x algorithms x seeds, one report.
+
+For every task the suite first makes an offline dataset in the manner of DSRL:
+PPO-Lagrangian behaviour policies trained at several cost limits, snapshots kept
+along the way, rolled out with a little noise, so the data spreads over cost and
+return. Then, per seed, it trains and evaluates (deterministic episodes):
+
+* online: ``ppo`` (unconstrained reference) and ``ppo_lag`` (limit = kappa);
+* offline on the dataset: ``fisor``, ``bc_all``, ``bc_safe``, ``cpq``;
+* ``ppo+shield``: the unconstrained PPO policy inside a shield fitted on its rollouts.
+
+Scores are DSRL's: normalized return (R - R_min) / (R_max - R_min) with R_min,
+R_max the dataset's lowest and highest episode returns, and normalized cost
+C / kappa; "safe" means normalized cost <= 1. The report (``report.md``,
+``results.json``, ``return_vs_cost.png``) adds violations per episode and shield
+interventions.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+ONLINE = ("ppo", "ppo_lag")
+OFFLINE = ("fisor", "bc_all", "bc_safe", "cpq")
+SHIELDED = "ppo+shield"
+
+
+def _train(args: list[str]) -> None:
+    from robotrl.cli import main
+
+    code = main(["train", "progress=false", *args])
+    if code != 0:
+        raise RuntimeError(f"robotrl train {' '.join(args)} failed (exit code {code})")
+
+
+def _eval_result(run: Path) -> dict:
+    return json.loads((run / "eval.json").read_text())
+
+
+def behaviour_dataset(task: str, spec: dict, preset: dict, work: Path, task_args: list[str]):
+    """DSRL-style data: PPO-Lag at each behaviour cost limit, snapshots along the way."""
+    from robotrl.datasets import collect, save_dataset
+    from robotrl.sim import make_task
+
+    snapshots = []
+    for limit in preset["behaviour_limits"]:
+        run = work / f"behaviour_{task}_limit{limit}"
+        for i in range(1, preset["snapshots"] + 1):
+            steps = preset["behaviour_steps"] * i // preset["snapshots"]
+            _train([f"task={task}", "algo=ppo_lag", f"algo.cost_limit={limit}", f"steps={steps}", f"out={run}",
+                    "eval_episodes=1", *task_args, *(["resume=true"] if i > 1 else [])])
+            snap = work / f"{run.name}_snap{i}"
+            shutil.copytree(run / "artifact", snap)
+            snapshots.append(str(snap))
+    task_obj = make_task(task, spec.get("config") or {})
+    data = collect(task_obj, preset["transitions"], policies=snapshots, noise_std=preset["behaviour_noise"],
+                   num_envs=16, seed=0, progress=False)
+    return data, save_dataset(data, work / f"dataset_{task}.npz")
+
+
+def run_task(task: str, spec: dict, preset: dict, seeds: int, work: Path, log) -> dict:
+    kappa = float(spec["kappa"])
+    task_args = [f"+task.config.{k}={v}" for k, v in (spec.get("config") or {}).items()]
+    log(f"[{task}] behaviour data")
+    data, dataset = behaviour_dataset(task, spec, preset, work, task_args)
+    returns = data.episode_returns
+    r_min, r_max = float(returns.min()), float(returns.max())
+    per_algo: dict[str, list[dict]] = {}
+    for seed in range(seeds):
+        common = [f"task={task}", f"seed={seed}", f"eval_episodes={preset['eval_episodes']}", *task_args]
+        for algo in ONLINE:
+            log(f"[{task}] seed {seed}: {algo}")
+            run = work / f"{algo}_{task}_s{seed}"
+            extra = [f"algo.cost_limit={kappa}"] if algo == "ppo_lag" else []
+            _train([*common, f"algo={algo}", f"steps={preset['online_steps']}", f"out={run}", *extra])
+            per_algo.setdefault(algo, []).append(_eval_result(run))
+        for algo in OFFLINE:
+            log(f"[{task}] seed {seed}: {algo}")
+            run = work / f"{algo}_{task}_s{seed}"
+            overrides = [f"algo.{k}={v}" for k, v in preset.get("offline_overrides", {}).get(algo, {}).items()]
+            _train([*common, f"algo={algo}", f"steps={preset['offline_steps']}", f"dataset={dataset}", f"out={run}",
+                    f"algo.cost_limit={kappa}", "algo.eval_interval=0", *overrides])
+            per_algo.setdefault(algo, []).append(_eval_result(run))
+        log(f"[{task}] seed {seed}: shield")
+        try:
+            per_algo.setdefault(SHIELDED, []).append(shield_result(work / f"ppo_{task}_s{seed}", task, spec, preset, seed))
+        except ValueError as exc:  # e.g. the rollouts never violated: nothing to learn a critic from
+            log(f"[{task}] seed {seed}: no shield: {exc}")
+            per_algo.setdefault(SHIELDED, [])
+    per_algo = {k: v for k, v in per_algo.items() if v}
+    rows = []
+    for algo, results in per_algo.items():
+        ret = np.array([r["return_mean"] for r in results])
+        cost = np.array([r["cost_mean"] for r in results])
+        norm_ret = (ret - r_min) / max(r_max - r_min, 1e-9)
+        norm_cost = cost / kappa
+        rows.append({
+            "task": task, "algo": algo, "seeds": len(results), "kappa": kappa,
+            "return": float(ret.mean()), "return_std": float(ret.std()),
+            "cost": float(cost.mean()), "cost_std": float(cost.std()),
+            "normalized_return": float(norm_ret.mean()), "normalized_return_std": float(norm_ret.std()),
+            "normalized_cost": float(norm_cost.mean()), "normalized_cost_std": float(norm_cost.std()),
+            "safe": bool(norm_cost.mean() <= 1.0),
+            "violations": float(np.mean([r["violations_mean"] for r in results])),
+            "interventions": float(np.mean([r.get("interventions_mean", 0.0) for r in results])),
+        })
+    return {"task": task, "kappa": kappa, "dataset": str(dataset), "dataset_return_range": [r_min, r_max],
+            "dataset_cost_mean": float(data.episode_costs.mean()), "rows": rows}
+
+
+def shield_result(ppo_run: Path, task: str, spec: dict, preset: dict, seed: int) -> dict:
+    from robotrl.cli import compose
+    from robotrl.safety.fit_shield import fit_shield_cmd
+
+    out = ppo_run / "artifact_shielded"
+    overrides = [f"policy={ppo_run / 'artifact'}", f"task={task}", f"out={out}", f"seed={seed}", "progress=false",
+                 f"eval_episodes={preset['eval_episodes']}", f"transitions={preset['shield_transitions']}",
+                 f"critic.steps={preset['shield_steps']}",
+                 *[f"+task.config.{k}={v}" for k, v in (spec.get("config") or {}).items()]]
+    summary = fit_shield_cmd(compose("shield", overrides))
+    return summary["shielded"]
+
+
+def scatter(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5), dpi=100)
+    markers = dict(zip((*ONLINE, *OFFLINE, SHIELDED), "os^vDPX"))
+    for res in results:
+        for row in res["rows"]:
+            ax.errorbar(row["normalized_cost"], row["normalized_return"], xerr=row["normalized_cost_std"],
+                        yerr=row["normalized_return_std"], fmt=markers.get(row["algo"], "o"), capsize=2,
+                        label=f"{row['algo']} ({res['task']})")
+    ax.axvline(1.0, color="tab:red", linestyle="--", linewidth=1)
+    ax.set_xlabel("normalized cost (cost / kappa; <= 1 is safe)")
+    ax.set_ylabel("normalized return")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_report(results: list[dict], out: Path, preset_name: str, wall: float) -> Path:
+    lines = [f"# Safety benchmark ({preset_name} preset, {wall / 60:.1f} min)", "",
+             "DSRL-style scores: normalized return against the dataset's return range, normalized cost = "
+             "episode cost / kappa; safe = normalized cost <= 1. Mean ± std over seeds.", "",
+             "![return vs cost](return_vs_cost.png)", ""]
+    for res in results:
+        lines += [f"## {res['task']} (kappa {res['kappa']:g}; dataset returns {res['dataset_return_range'][0]:.1f}"
+                  f"..{res['dataset_return_range'][1]:.1f}, mean episode cost {res['dataset_cost_mean']:.1f})", "",
+                  "| algo | normalized return | normalized cost | safe | return | cost | violations/ep | interventions/ep |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in res["rows"]:
+            lines.append(
+                f"| {r['algo']} | {r['normalized_return']:.2f} ± {r['normalized_return_std']:.2f} | "
+                f"{r['normalized_cost']:.2f} ± {r['normalized_cost_std']:.2f} | {'yes' if r['safe'] else 'no'} | "
+                f"{r['return']:.1f} | {r['cost']:.1f} | {r['violations']:.1f} | {r['interventions']:.1f} |")
+        lines.append("")
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def bench_safety_cmd(cfg: dict) -> list[dict]:
+    preset_name = cfg["preset"]
+    if preset_name not in cfg["presets"]:
+        raise KeyError(f"unknown preset {preset_name!r}; available: {', '.join(cfg['presets'])}")
+    preset = cfg["presets"][preset_name]
+    tasks = cfg.get("tasks") or preset["tasks"]
+    unknown = [t for t in tasks if t not in cfg["task_specs"]]
+    if unknown:
+        raise KeyError(f"no safety-benchmark settings for tasks {unknown}; known: {', '.join(cfg['task_specs'])}")
+    out = Path(cfg["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / "runs"
+    seeds = int(cfg.get("seeds") or preset["seeds"])
+    t0 = time.perf_counter()
+    results = []
+    for task in tasks:
+        results.append(run_task(task, cfg["task_specs"][task], preset, seeds, work / task, print))
+        # Written after every task, so a crash loses at most the task in progress.
+        (out / "results.json").write_text(json.dumps({"preset": preset_name, "results": results}, indent=2))
+    scatter(results, out / "return_vs_cost.png")
+    report = write_report(results, out, preset_name, time.perf_counter() - t0)
+    print(report.read_text())
+    return results
