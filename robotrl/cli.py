@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from robotrl.sim import EXTERNAL_SIMS
 
-VERBS = ("train", "eval", "export", "dataset", "shield", "record", "deploy")
+VERBS = ("train", "eval", "export", "dataset", "shield", "bench", "record", "deploy")
 DATASET_VERBS = ("collect", "info", "import", "import-bag")
 USAGE = """usage: robotrl <verb> [key=value ...]
 
@@ -23,6 +23,7 @@ verbs:
   export  run=RUN_DIR [out=DIR]
   dataset collect task=NAME quality=random|medium|medium-replay|expert [policy=ARTIFACT ...] out=FILE
   dataset info path=FILE
+  bench   safety [preset=quick|full tasks=[...] seeds=N out=DIR]   the safety benchmark suite
   shield  policy=ARTIFACT_DIR [dataset=PATH threshold=0.3 out=DIR]   fit a safety shield into a copy of the artifact
   dataset import format=minari|hdf5 source=... task=NAME out=FILE
   dataset import-bag bag=FILE.mcap task=NAME config=MAPPING.yaml out=FILE.npz
@@ -173,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"robotrl: unknown verb {verb!r}; available verbs: {', '.join(VERBS)}", file=sys.stderr)
         return 2
     config_name = verb
+    if verb == "bench":
+        if not overrides or overrides[0] != "safety":
+            print("robotrl bench: available suites: safety", file=sys.stderr)
+            return 2
+        overrides, config_name = overrides[1:], "bench_safety"
     if verb == "dataset":
         sub = overrides[0] if overrides else ""
         if sub not in DATASET_VERBS:
@@ -198,6 +204,10 @@ def main(argv: list[str] | None = None) -> int:
             from robotrl.real.recorder import record_cmd
 
             record_cmd(cfg)
+        elif verb == "bench":
+            from robotrl.safety.bench import bench_safety_cmd
+
+            bench_safety_cmd(cfg)
         elif verb == "shield":
             from robotrl.safety.fit_shield import fit_shield_cmd
 
