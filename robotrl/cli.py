@@ -23,10 +23,10 @@ verbs:
   export  run=RUN_DIR [out=DIR]
   dataset collect task=NAME quality=random|medium|medium-replay|expert [policy=ARTIFACT ...] out=FILE
   dataset info path=FILE
-  bench   safety [preset=quick|full tasks=[...] seeds=N out=DIR]   the safety benchmark suite
-  shield  policy=ARTIFACT_DIR [dataset=PATH threshold=0.3 out=DIR]   fit a safety shield into a copy of the artifact
   dataset import format=minari|hdf5 source=... task=NAME out=FILE
   dataset import-bag bag=FILE.mcap task=NAME config=MAPPING.yaml out=FILE.npz
+  bench   safety [preset=quick|full tasks=[...] seeds=N out=DIR]   the safety benchmark suite
+  shield  policy=ARTIFACT_DIR [dataset=PATH threshold=0.3 out=DIR]   fit a safety shield into a copy of the artifact
   deploy  policy=ARTIFACT_DIR [config=launch/config/deploy.yaml sim_robot=true autostart=true duration=S]
   record  topics=[/joint_states,/imu,...] out=FILE.mcap [duration=S domain_id=N]
 
