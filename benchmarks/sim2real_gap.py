@@ -36,8 +36,9 @@ FULL = dict(tasks=("halfcheetah", "hopper"), shifts=("gravity_2x", "friction_0.3
             seeds=3, behaviour_steps=1_000_000, snapshots=5, transitions=100_000, sim_steps=100_000,
             offline_steps=100_000, online_steps=200_000, eval_episodes=10)
 QUICK = dict(tasks=("hopper",), shifts=("gravity_2x",), quality="medium-replay", seeds=1,
-             behaviour_steps=40_000, snapshots=2, transitions=4_000, sim_steps=2_000,
-             offline_steps=1_000, online_steps=8_192, eval_episodes=2)
+             behaviour_steps=16_384, snapshots=2, transitions=4_000, sim_steps=1_000,
+             offline_steps=300, online_steps=4_096, eval_episodes=2,
+             uni_o4_overrides=("algo.dynamics.max_steps=300", "algo.ope_batch=64", "algo.ope_horizon=20"))
 METHODS = ("sac_sim", "iql_real", "h2o", "uni_o4_offline", "uni_o4_online")
 
 
@@ -87,7 +88,8 @@ def run_methods(task: str, shift: str, dataset: Path, seed: int, p: dict, work: 
     out["h2o"] = ret(run)
     run = work / f"uni_o4_{task}_{shift}_{seed}"
     train([*common, "algo=uni_o4", f"steps={p['online_steps']}", "num_envs=16", f"dataset={dataset}", f"out={run}",
-           f"algo.offline_steps={p['offline_steps']}", f"algo.improve_steps={max(100, p['offline_steps'] // 10)}"])
+           f"algo.offline_steps={p['offline_steps']}", f"algo.improve_steps={max(100, p['offline_steps'] // 10)}",
+           *p.get("uni_o4_overrides", ())])
     out["uni_o4_offline"] = ret(run, "offline")
     out["uni_o4_online"] = ret(run)
     return out
@@ -101,13 +103,13 @@ def comparison_rows(task: str, shift: str, per_method: dict[str, list[float]]) -
     for baseline in ("sac_sim", "iql_real"):
         rows.append({
             "task": task, "shift": shift, "comparison": f"h2o vs {baseline}",
-            "h2o_return": means["h2o"], "baseline_return": means[baseline],
+            "method_return": means["h2o"], "baseline_return": means[baseline],
             "return_offset": offset,
             "ratio": (means["h2o"] + offset) / (means[baseline] + offset),
         })
     rows.append({
         "task": task, "shift": shift, "comparison": "uni_o4 online vs offline",
-        "h2o_return": means["uni_o4_online"], "baseline_return": means["uni_o4_offline"], "return_offset": offset,
+        "method_return": means["uni_o4_online"], "baseline_return": means["uni_o4_offline"], "return_offset": offset,
         "ratio": (means["uni_o4_online"] + offset) / (means["uni_o4_offline"] + offset),
     })
     return rows
@@ -167,7 +169,7 @@ def main() -> None:
     print_table(table, [("task", "task"), ("shift", "shift"), ("method", "method"), ("return", "target return")])
     print()
     print_table(rows, [("task", "task"), ("shift", "shift"), ("comparison", "comparison"),
-                       ("h2o_return", "robotrl"), ("baseline_return", "baseline"), ("ratio", "ratio")])
+                       ("method_return", "robotrl"), ("baseline_return", "baseline"), ("ratio", "ratio")])
     png = (args.json.with_suffix(".png") if args.json else work / "sim2real_gap.png")
     bar_chart(results, png)
     print(f"bar chart: {png}")

@@ -73,3 +73,15 @@ def test_train_vs_peers_quick(tmp_path):
             assert row["total_s"] > 0 and row["robotrl_time_s"] == base["total_s"]
             assert row["ratio"] == pytest.approx(row["total_s"] / base["total_s"])
             assert row["ratio_is_lower_bound"] == (not row["reached"])
+
+
+@pytest.mark.slow
+def test_sim2real_gap_quick(tmp_path):
+    data = run_quick("sim2real_gap", tmp_path)
+    comparisons = {r["comparison"] for r in data["rows"]}
+    assert comparisons == {"h2o vs sac_sim", "h2o vs iql_real", "uni_o4 online vs offline"}
+    for row in data["rows"]:
+        offset = row["return_offset"]
+        assert row["baseline_return"] + offset > 0 and row["method_return"] + offset > 0
+        assert row["ratio"] == pytest.approx((row["method_return"] + offset) / (row["baseline_return"] + offset))
+    assert (tmp_path / "sim2real_gap.png").stat().st_size > 1000
