@@ -124,7 +124,7 @@ def test_halfcheetah_parity_in_float64():
     """The float32 horizon of halfcheetah is rounding: in float64 (a subprocess,
     since x64 is process-wide) the backends agree over 30 steps to 1e-6."""
     env = dict(os.environ, JAX_ENABLE_X64="1")
-    test = "trajectories_match and halfcheetah"
+    test = "trajectories_match and halfcheetah and not velocity"
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", test]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
