@@ -78,9 +78,11 @@ def untrained_reach(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def chain(untrained_reach, tmp_path_factory, make_dds_module):
-    from conftest import random_domain_id
+    import random
 
-    domain_id = random_domain_id()
+    # Its own random domain (not conftest's helper: several conftest modules share
+    # that import name in a whole-suite run).
+    domain_id = random.SystemRandom().randint(1, 200)
     tmp = tmp_path_factory.mktemp("watchdog_chain")
     config = write_config(tmp / "deploy.yaml",
                           {"autostart": True, "soft_start_s": 0.0, "obs_timeout_s": OBS_TIMEOUT,
