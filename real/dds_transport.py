@@ -206,12 +206,17 @@ class _DdsPublisher(_t.Publisher):
 
 
 class _DataListener(Listener):
+    """Only wakes the subscription's drain thread. Cyclone may call this in the
+    publishing thread (same-process delivery) while it holds the reader's lock;
+    taking samples or any Python lock here could deadlock against a drain in
+    another thread, so the work happens in the drain thread."""
+
     def __init__(self, subscription: "_DdsSubscription"):
         super().__init__()
         self._subscription = subscription
 
     def on_data_available(self, reader: DataReader) -> None:
-        self._subscription._drain(reader)
+        self._subscription._wake.set()
 
 
 class _DdsSubscription(_t.Subscription):
@@ -223,9 +228,19 @@ class _DdsSubscription(_t.Subscription):
         self._callback = callback
         self._closed = False
         self._lock = threading.Lock()  # one drain at a time keeps callbacks in order
+        self._wake = threading.Event()
         self._listener = _DataListener(self)
         self._reader = DataReader(transport._subscriber, transport._topic(topic, msg_type),
                                   qos=dds_qos(qos), listener=self._listener)
+        self._thread = threading.Thread(target=self._run, name=f"dds-sub {topic}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._closed:
+            self._wake.wait(0.1)  # the timeout also catches a wake-up lost to a race
+            self._wake.clear()
+            if not self._closed:
+                self._drain(self._reader)
 
     def _drain(self, reader: DataReader) -> None:
         with self._lock:
@@ -249,7 +264,11 @@ class _DdsSubscription(_t.Subscription):
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            _delete(self._reader)  # waits for a running listener callback to return
+            self._wake.set()
+            if self._thread is not threading.current_thread():
+                self._thread.join(timeout=1.0)
+            with self._lock:
+                _delete(self._reader)  # waits for a running listener callback to return
 
 
 class DdsTransport(_t.Transport):
