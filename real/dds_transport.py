@@ -206,17 +206,25 @@ class _DdsPublisher(_t.Publisher):
 
 
 class _DataListener(Listener):
-    """Only wakes the subscription's drain thread. Cyclone may call this in the
-    publishing thread (same-process delivery) while it holds the reader's lock;
-    taking samples or any Python lock here could deadlock against a drain in
-    another thread, so the work happens in the drain thread."""
+    """Drains inline when no other drain is running (the low-latency path), else
+    wakes the subscription's drain thread. It never waits for the Python lock:
+    Cyclone may call this in a publishing thread (same-process delivery) that
+    holds the reader's lock, and waiting there for a drain in another thread that
+    itself waits for the reader deadlocks."""
 
     def __init__(self, subscription: "_DdsSubscription"):
         super().__init__()
         self._subscription = subscription
 
     def on_data_available(self, reader: DataReader) -> None:
-        self._subscription._wake.set()
+        sub = self._subscription
+        if sub._lock.acquire(blocking=False):
+            try:
+                sub._drain_locked(reader)
+            finally:
+                sub._lock.release()
+        else:
+            sub._wake.set()
 
 
 class _DdsSubscription(_t.Subscription):
@@ -244,19 +252,22 @@ class _DdsSubscription(_t.Subscription):
 
     def _drain(self, reader: DataReader) -> None:
         with self._lock:
-            while not self._closed:
-                samples = reader.take(N=self._BATCH)
-                for sample in samples:
-                    if getattr(sample, "sample_info", None) is None or not sample.sample_info.valid_data:
-                        continue  # instance-state notifications (writer gone), not data
-                    try:
-                        msg = from_idl(sample, self.msg_type)
-                    except Exception:  # noqa: BLE001
-                        log.exception("cannot decode a %s on %s", self.msg_type.ROS_TYPE, self.topic)
-                        continue
-                    _t._run_callback(self._callback, msg, self.topic)
-                if len(samples) < self._BATCH:
-                    return
+            self._drain_locked(reader)
+
+    def _drain_locked(self, reader: DataReader) -> None:
+        while not self._closed:
+            samples = reader.take(N=self._BATCH)
+            for sample in samples:
+                if getattr(sample, "sample_info", None) is None or not sample.sample_info.valid_data:
+                    continue  # instance-state notifications (writer gone), not data
+                try:
+                    msg = from_idl(sample, self.msg_type)
+                except Exception:  # noqa: BLE001
+                    log.exception("cannot decode a %s on %s", self.msg_type.ROS_TYPE, self.topic)
+                    continue
+                _t._run_callback(self._callback, msg, self.topic)
+            if len(samples) < self._BATCH:
+                return
 
     def matched_count(self) -> int:
         return 0 if self._closed else len(self._reader.get_matched_publications())
