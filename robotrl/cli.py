@@ -140,7 +140,7 @@ def evaluate_cmd(cfg: dict) -> dict:
 
 
 def export_cmd(cfg: dict) -> Path:
-    from robotrl.runner import CHECKPOINT
+    from robotrl.run_dir import CHECKPOINT
     from robotrl.checkpoint import CheckpointError
     import yaml
 

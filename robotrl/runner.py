@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import sys
-import random
 import time
 from pathlib import Path
 from typing import Any
@@ -25,44 +24,25 @@ from tqdm import tqdm
 from robotrl import distributed
 from robotrl.algos.ppo import PPO, PPOConfig
 from robotrl.algos.ppo_lag import PPOLag, PPOLagConfig
-from robotrl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from robotrl.checkpoint import save_checkpoint
 from robotrl.evaluate import evaluate, format_eval, write_eval
 from robotrl.export import export_artifact
 from robotrl.policies.artifact import ArtifactPolicy
 from robotrl.report import write_report
+from robotrl.run_dir import CHECKPOINT, open_run, seed_everything
 from robotrl.sim import EXTERNAL_SIMS, make_env, make_task
 
-CHECKPOINT = "checkpoints/latest.pt"
 # The on-policy algorithms this runner trains: name -> (algorithm, its config).
 ON_POLICY = {"ppo": (PPO, PPOConfig), "ppo_lag": (PPOLag, PPOLagConfig)}
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 class OnPolicyRunner:
     def __init__(self, cfg: dict[str, Any]):
         self.cfg = cfg
         self.out = Path(cfg["out"])
-        self.resume_state = None
-        if cfg.get("resume"):
-            # Read (and validate) the checkpoint before touching anything in the run
-            # directory, so a bad checkpoint leaves the run exactly as it was.
-            self.resume_state = load_checkpoint(self.out / CHECKPOINT)
-            saved = self.resume_state.get("config", {})
-            for key in ("task", "algo"):
-                if saved.get(key, {}).get("name") != cfg[key]["name"]:
-                    raise CheckpointError(
-                        f"checkpoint {self.out / CHECKPOINT} is from {key} "
-                        f"{saved.get(key, {}).get('name')!r}, not {cfg[key]['name']!r}"
-                    )
-        elif (self.out / CHECKPOINT).exists():
-            raise FileExistsError(
-                f"{self.out} already holds a run; pass resume=true to continue it or choose another out=DIR"
-            )
+        # Read (and validate) the checkpoint before touching anything in the run
+        # directory, so a bad checkpoint leaves the run exactly as it was.
+        self.resume_state = open_run(cfg)
         # Under torchrun each rank steps num_envs / world_size envs with its own seed.
         self.device = distributed.init_from_env(cfg["device"])
         self.world_size, self.rank = distributed.world_size(), distributed.rank()

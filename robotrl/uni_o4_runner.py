@@ -36,12 +36,12 @@ from tqdm import tqdm
 
 from robotrl.algos.ppo import PPO, PPOConfig
 from robotrl.algos.uni_o4 import MeanAction, TorchPolicy, UniO4, UniO4Config, load_into_actor_critic
-from robotrl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from robotrl.checkpoint import CheckpointError, save_checkpoint
 from robotrl.evaluate import evaluate, format_eval, write_eval
 from robotrl.export import export_artifact
 from robotrl.policies.artifact import ArtifactPolicy
 from robotrl.report import write_report
-from robotrl.runner import CHECKPOINT, seed_everything
+from robotrl.run_dir import CHECKPOINT, open_run, seed_everything
 from robotrl.sim import EXTERNAL_SIMS, make_env, make_task
 from robotrl.sim.domains import domain_task_config, resolve_domain
 
@@ -70,21 +70,7 @@ class UniO4Runner:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise ValueError("algo=uni_o4 runs in one process (no torchrun data parallelism)")
         self.algo_cfg = UniO4Config.from_dict(cfg["algo"])
-        self.resume_state = None
-        if cfg.get("resume"):
-            # Read and check the checkpoint before touching the run directory.
-            self.resume_state = load_checkpoint(self.out / CHECKPOINT)
-            saved = self.resume_state.get("config", {})
-            for key in ("task", "algo"):
-                if saved.get(key, {}).get("name") != cfg[key]["name"]:
-                    raise CheckpointError(
-                        f"checkpoint {self.out / CHECKPOINT} is from {key} "
-                        f"{saved.get(key, {}).get('name')!r}, not {cfg[key]['name']!r}"
-                    )
-        elif (self.out / CHECKPOINT).exists():
-            raise FileExistsError(
-                f"{self.out} already holds a run; pass resume=true to continue it or choose another out=DIR"
-            )
+        self.resume_state = open_run(cfg)  # before anything is written
         self.device = torch.device(cfg["device"])
         self.seed = int(cfg["seed"])
         seed_everything(self.seed)
