@@ -12,19 +12,21 @@ from omegaconf import OmegaConf
 
 from robotrl.sim import EXTERNAL_SIMS
 
-VERBS = ("train", "eval", "export", "dataset", "shield", "bench", "record", "deploy")
+VERBS = ("train", "eval", "export", "dataset", "shield", "bench", "record", "deploy", "vlm")
 DATASET_VERBS = ("collect", "info", "import", "import-bag")
 USAGE = """usage: robotrl <verb> [key=value ...]
 
 verbs:
   train   task=NAME algo=ppo|ppo_lag|sac|iql|h2o|uni_o4|fisor|bc_all|bc_safe|cpq [sim=mujoco steps=N seed=S num_envs=N out=DIR
-          dataset=PATH real_domain=NAME resume=true ...]
-  eval    policy=ARTIFACT_DIR [task=NAME episodes=N seed=S randomize=false real_domain=NAME out=DIR]
+          dataset=PATH real_domain=NAME resume=true reward=state|vlm vlm.weights=DIR vlm.goal=[...] ...]
+  eval    policy=ARTIFACT_DIR [task=NAME episodes=N seed=S randomize=false real_domain=NAME out=DIR video=true]
   export  run=RUN_DIR [out=DIR]
   dataset collect task=NAME quality=random|medium|medium-replay|expert [policy=ARTIFACT ...] out=FILE
   dataset info path=FILE
   dataset import format=minari|hdf5 source=... task=NAME out=FILE
   dataset import-bag bag=FILE.mcap task=NAME config=MAPPING.yaml out=FILE.npz
+  vlm finetune task=NAME out=DIR [base_model=robotrl-tiny base_weights=PATH frames=N epochs=N seed=S]
+          train a small CLIP on the task's renders, for reward=vlm vlm.weights=DIR
   bench   safety [preset=quick|full tasks=[...] seeds=N out=DIR]   the safety benchmark suite
   shield  policy=ARTIFACT_DIR [dataset=PATH threshold=0.3 out=DIR]   fit a safety shield into a copy of the artifact
   deploy  policy=ARTIFACT_DIR [config=launch/config/deploy.yaml sim_robot=true autostart=true duration=S]
@@ -91,6 +93,9 @@ def train(cfg: dict) -> dict:
     from robotrl import distributed
 
     try:
+        if cfg.get("reward", "state") != "state" and runner_class(cfg["algo"]["name"]).__name__ != "OnPolicyRunner":
+            raise ValueError(f"reward={cfg['reward']} trains with the on-policy algorithms (ppo, ppo_lag), "
+                             f"not {cfg['algo']['name']}")
         runner = runner_class(cfg["algo"]["name"])(cfg)
         if distributed.is_main() and distributed.world_size() > 1:
             print(f"data-parallel over {distributed.world_size()} processes, {runner.env.num_envs} envs each")
@@ -107,8 +112,9 @@ def train(cfg: dict) -> dict:
 
 
 def evaluate_cmd(cfg: dict) -> dict:
-    from robotrl.evaluate import evaluate, format_eval, write_eval
+    from robotrl.evaluate import VideoSpec, evaluate, format_eval, write_eval
     from robotrl.policies.shield import load_shielded_policy
+    from robotrl.report import write_eval_report
     from robotrl.sim import make_task
 
     # An artifact with a shield section runs inside its shield, as on the robot.
@@ -128,14 +134,19 @@ def evaluate_cmd(cfg: dict) -> dict:
     task = name if sim in EXTERNAL_SIMS else make_task(name, domain_task_config(task_cfg.get("config"), cfg.get("real_domain")))
     if name != policy.meta["task"]:
         print(f"note: evaluating a {policy.meta['task']} policy on task {name}")
+    out = Path(cfg["out"]) if cfg.get("out") else Path(cfg["policy"]).resolve().parent
+    video = None
+    if cfg.get("video"):
+        video = VideoSpec(out / "eval_video.mp4", int(cfg["video_episodes"]), int(cfg["video_width"]),
+                          int(cfg["video_height"]), cfg.get("video_camera"))
     result = evaluate(
         policy, task, int(cfg["episodes"]), seed=int(cfg["seed"]), sim=sim,
-        randomize=bool(cfg["randomize"]), progress=cfg["progress"], env_kwargs=sim_kwargs,
+        randomize=bool(cfg["randomize"]), progress=cfg["progress"], env_kwargs=sim_kwargs, video=video,
     )
-    out = Path(cfg["out"]) if cfg.get("out") else Path(cfg["policy"]).resolve().parent
     path = write_eval(result, out)
+    report = write_eval_report(result, out, policy=str(cfg["policy"]))
     print(format_eval(result))
-    print(f"wrote {path}")
+    print(f"wrote {path} and {report}" + (f" and {result['video']}" if video else ""))
     return result
 
 
@@ -185,6 +196,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"robotrl dataset: unknown action {sub!r}; available: {', '.join(DATASET_VERBS)}", file=sys.stderr)
             return 2
         overrides, config_name = overrides[1:], f"dataset_{sub.replace('-', '_')}"
+    if verb == "vlm":
+        if not overrides or overrides[0] != "finetune":
+            print("robotrl vlm: available actions: finetune", file=sys.stderr)
+            return 2
+        overrides, config_name = overrides[1:], "vlm_finetune"
     show_cfg = "--cfg" in overrides
     overrides = [o for o in overrides if o != "--cfg"]
     try:
@@ -208,6 +224,10 @@ def main(argv: list[str] | None = None) -> int:
             from robotrl.safety.bench import bench_safety_cmd
 
             bench_safety_cmd(cfg)
+        elif verb == "vlm":
+            from robotrl.vlm.finetune import finetune_cmd
+
+            finetune_cmd(cfg)
         elif verb == "shield":
             from robotrl.safety.fit_shield import fit_shield_cmd
 
@@ -219,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         if "Could not find 'task/" in str(exc):
             print("(a Gymnasium env id or Brax env name needs sim=gymnasium or sim=brax)", file=sys.stderr)
         return 2
-    except (CheckpointError, ArtifactError, FileExistsError, KeyError, ValueError) as exc:
+    except (CheckpointError, ArtifactError, FileExistsError, FileNotFoundError, KeyError, ValueError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"robotrl {verb}: error: {msg}", file=sys.stderr)
         return 1

@@ -1,6 +1,8 @@
-"""The human report of a run: report.md with a return-curve PNG."""
+"""The human reports: a run's report.md with a return-curve PNG, and eval.md of
+``robotrl eval`` (with a link to the evaluation video when one was recorded)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import matplotlib
@@ -33,6 +35,28 @@ def plot_return_curve(history: dict, path: Path, title: str, cost_limit: float |
     return path
 
 
+def evaluation_section(result: dict, out: Path) -> list[str]:
+    """Markdown lines of an evaluation: the table and, when recorded, the video
+    (linked relative to ``out``, the report's folder)."""
+    lines = [
+        f"## Evaluation ({result['episodes']} episodes, deterministic actions)",
+        "",
+        "| quantity | mean | std |",
+        "|---|---|---|",
+        f"| return | {result['return_mean']:.2f} | {result['return_std']:.2f} |",
+        f"| cost | {result['cost_mean']:.2f} | {result['cost_std']:.2f} |",
+        f"| episode length | {result['length_mean']:.1f} | {result['length_std']:.1f} |",
+    ]
+    for k, v in result["metrics"].items():
+        lines.append(f"| {k} | {v:.3f} | |" if isinstance(v, float) else f"| {k} | {v} | |")
+    if result.get("video"):
+        rel = os.path.relpath(result["video"], out)
+        # A GIF shows inline in Markdown viewers; an MP4 is a link.
+        link = f"![evaluation video]({rel})" if rel.endswith(".gif") else f"[{Path(rel).name}]({rel})"
+        lines += ["", f"Video of the first episodes (tiled; a finished episode stays dimmed): {link}"]
+    return lines
+
+
 def write_report(out: Path, cfg: dict, history: dict, result: dict) -> Path:
     out = Path(out)
     plot_return_curve(history, out / "return_curve.png", f"{cfg['task']['name']} — {cfg['algo']['name']}",
@@ -48,17 +72,18 @@ def write_report(out: Path, cfg: dict, history: dict, result: dict) -> Path:
         "",
         "![return curve](return_curve.png)",
         "",
-        f"## Evaluation ({result['episodes']} episodes, deterministic actions)",
+        *evaluation_section(result, out),
         "",
-        "| quantity | mean | std |",
-        "|---|---|---|",
-        f"| return | {result['return_mean']:.2f} | {result['return_std']:.2f} |",
-        f"| cost | {result['cost_mean']:.2f} | {result['cost_std']:.2f} |",
-        f"| episode length | {result['length_mean']:.1f} | {result['length_std']:.1f} |",
     ]
-    for k, v in result["metrics"].items():
-        lines.append(f"| {k} | {v:.3f} | |" if isinstance(v, float) else f"| {k} | {v} | |")
-    lines.append("")
     path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def write_eval_report(result: dict, out: Path, policy: str) -> Path:
+    """``eval.md`` beside ``eval.json``: what ``robotrl eval`` measured."""
+    out = Path(out)
+    lines = [f"# Evaluation of {policy} on {result['task']}", "", *evaluation_section(result, out), ""]
+    path = out / "eval.md"
     path.write_text("\n".join(lines))
     return path

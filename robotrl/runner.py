@@ -68,11 +68,20 @@ class OnPolicyRunner:
             randomize=cfg["task"].get("randomize"),
             **self.sim_kwargs,
         )
+        if cfg.get("reward", "state") == "vlm":
+            if self.external:
+                raise ValueError("reward=vlm renders robotrl tasks; the gymnasium and brax backends have none")
+            from robotrl.vlm.reward_env import make_vlm_env
+
+            self.env = make_vlm_env(self.env, self.task, cfg["vlm"], int(cfg["seed"]) + self.rank, self.device)
+        elif cfg.get("reward", "state") != "state":
+            raise ValueError(f"reward must be 'state' or 'vlm', got {cfg['reward']!r}")
         if cfg["algo"]["name"] not in ON_POLICY:
             raise KeyError(f"the on-policy runner trains {', '.join(ON_POLICY)}, not {cfg['algo']['name']!r}")
         algo_cls, cfg_cls = ON_POLICY[cfg["algo"]["name"]]
         algo_cfg = cfg_cls.from_dict(cfg["algo"])
         self.alg = algo_cls(algo_cfg, self.env.obs_sizes, self.env.num_actions, self.env.num_envs, self.device, int(cfg["seed"]))
+        self.alg.defer_rewards = self.env.deferred_rewards
         self.steps_per_iter = self.world_size * self.env.num_envs * algo_cfg.num_steps_per_env
         self.num_iterations = max(1, math.ceil(int(cfg["steps"]) / self.steps_per_iter))
         self.iteration = 0
@@ -88,6 +97,8 @@ class OnPolicyRunner:
             self.env_steps = int(s["env_steps"])
             self.wall_time = float(s.get("wall_time", 0.0))
             self.history = {k: list(v) for k, v in s["history"].items()}
+            if "env" in s and hasattr(self.env, "load_state_dict"):
+                self.env.load_state_dict(s["env"])
 
     # -------------------------------------------------------------------- train
     def _checkpoint(self) -> None:
@@ -102,6 +113,8 @@ class OnPolicyRunner:
                 "wall_time": self.wall_time,
                 "history": self.history,
                 "config": self.cfg,
+                # What the env learns itself (the distilled VLM reward model).
+                **({"env": self.env.state_dict()} if hasattr(self.env, "state_dict") else {}),
             },
         )
 
@@ -141,6 +154,9 @@ class OnPolicyRunner:
                         recent_returns.extend(extras["episode_returns"].tolist())
                         recent_lengths.extend(extras["episode_lengths"].tolist())
                         ep_infos.append(extras["episode"])
+                late = self.env.end_rollout()
+                if late is not None:
+                    self.alg.rewrite_rewards(late)
                 collect_time = time.perf_counter() - t0
                 self.alg.compute_returns(obs)
                 losses = self.alg.update()
@@ -182,6 +198,8 @@ class OnPolicyRunner:
         writer.add_scalar("train/mean_episode_length", mean_length, step)
         writer.add_scalar("perf/steps_per_s", self.steps_per_iter / iter_time, step)
         writer.add_scalar("perf/collect_fraction", collect_time / iter_time, step)
+        for k, v in getattr(self.env, "stats", dict)().items():
+            writer.add_scalar(f"vlm/{k}", v, step)
         keys = {k for info in ep_infos for k in info}
         for k in sorted(keys):
             vals = [info[k] for info in ep_infos if k in info]

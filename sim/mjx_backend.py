@@ -65,6 +65,7 @@ from robotrl.sim.mjx_model import (  # noqa: E402
     put_task_model,
 )
 from robotrl.sim.randomization import Nominal  # noqa: E402
+from robotrl.sim.render import BatchRenderer, render_config, render_states  # noqa: E402
 from robotrl.sim.task import KeySampler, SimState, Task  # noqa: E402
 from robotrl.sim.vecenv import VecEnv  # noqa: E402
 
@@ -302,6 +303,9 @@ class _Program:
             "episode_length": episode_length,
             "episode_terms": terms,
             "final_obs": final,
+            # The states this step reached, before any reset, for render_frames.
+            "reached": {"qpos": sim.qpos, "qvel": sim.qvel, "sensordata": sim.sensordata, "ctrl": sim.ctrl,
+                        "task": sim.task},
         }
         stepped = {
             "data": data,
@@ -346,10 +350,12 @@ def _model_digest(model: mujoco.MjModel) -> str:
 
 def _program(task: Task, num_envs: int, dr: dict, mesh) -> _Program:
     # Two tasks of the same class, config and model behave the same, so the
-    # program of the first serves the second.
+    # program of the first serves the second; how frames are rendered is no part
+    # of the step (an evaluation video does not compile the task again).
+    physics_config = {k: v for k, v in task.config.items() if k != "render"}
     spec = (
         type(task),
-        json.dumps(task.config, sort_keys=True, default=str),
+        json.dumps(physics_config, sort_keys=True, default=str),
         _model_digest(task.model),
         json.dumps(dr, sort_keys=True, default=str),
         num_envs,
@@ -410,6 +416,7 @@ class MjxVecEnv(VecEnv):
         template = jax.tree_util.tree_map(lambda x: jnp.array(x, copy=True), p.with_terms(p.template_state()))
         self._state = jax.device_put(template, p.env_sharding)
         self._obs: dict[str, torch.Tensor] = {}
+        self._renderer: BatchRenderer | None = None
         self.reset()
 
     # ------------------------------------------------------------------ resets
@@ -417,6 +424,7 @@ class MjxVecEnv(VecEnv):
         p = self._program
         zero = jax.device_put(jnp.zeros((self.num_envs, self.num_actions), p.dtype), p.env_sharding)
         self._advance(zero, force_reset=True)
+        self._reached = None  # the reset state is what frames show
         return self._obs
 
     def get_observations(self) -> dict[str, torch.Tensor]:
@@ -457,6 +465,7 @@ class MjxVecEnv(VecEnv):
 
     def step(self, actions):
         out = self._advance(self._check_actions(actions), force_reset=False)
+        self._reached = out["reached"]  # stays on the device until frames are asked for
         # One transfer for what the host needs every step.
         host = jax.device_get({"done": out["done"], "metrics": out["metrics"]})
         extras: dict[str, Any] = {
@@ -537,7 +546,23 @@ class MjxVecEnv(VecEnv):
         self._state = jax.device_put(state, p.env_sharding)
         obs, self._key = p.observe(self._state, self._key)
         self._obs = {g: jax_interop.to_torch(obs[g]) for g in self.obs_layout}
+        self._reached = None
+
+    # --------------------------------------------------------------- rendering
+    def render_frames(self, ids: np.ndarray | None = None) -> np.ndarray:
+        if self._reached is None:
+            state = self.sim_state()
+        else:
+            r = jax.device_get(self._reached)
+            state = SimState(qpos=r["qpos"], qvel=r["qvel"], sensordata=r["sensordata"], ctrl=r["ctrl"], task=r["task"])
+        if self._renderer is None:
+            self._renderer = BatchRenderer(self.task.model, render_config(self.task))
+        return render_states(self._renderer, self.task, state, ids)
 
     def close(self) -> None:
         # Drop the device buffers; the compiled program stays cached for reuse.
         self._state = None
+        self._reached = None
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None

@@ -17,6 +17,7 @@ import torch
 from mujoco import rollout as mj_rollout
 
 from robotrl.sim.randomization import Nominal, randomize_model
+from robotrl.sim.render import BatchRenderer, render_config, render_states
 from robotrl.sim.task import Sampler, SimState, Task
 from robotrl.sim.vecenv import VecEnv, validate_actions
 
@@ -105,6 +106,7 @@ class MujocoVecEnv(VecEnv):
         self.obs_sizes: dict[str, int] = {}
         self._noise = {k: float(v) for k, v in self.cfg["obs_noise"].items()}
         self._obs: dict[str, torch.Tensor] = {}
+        self._renderer: BatchRenderer | None = None
         self._init_all()
 
     # ------------------------------------------------------------------ resets
@@ -129,6 +131,8 @@ class MujocoVecEnv(VecEnv):
         )
 
     def _init_all(self) -> None:
+        # (env ids, their states) that the last step ended, before their reset.
+        self._terminal: tuple[np.ndarray, SimState] | None = None
         ids = np.arange(self.num_envs)
         qpos, qvel, task_vars = self.task.reset(np, self.sampler, self.num_envs)
         self.task_vars = {k: np.array(v, dtype=np.float64) for k, v in task_vars.items()}
@@ -271,6 +275,7 @@ class MujocoVecEnv(VecEnv):
         # Copies: a metric may be a view of the state that the resets below overwrite.
         extras["metrics"] = {k: np.array(v, dtype=np.float64) for k, v in self.task.metrics(np, state, a).items()}
         done_ids = np.flatnonzero(done)
+        self._terminal = None
         if len(done_ids):
             ep = extras["episode"]
             ep["return"] = float(self.episode_return[done_ids].mean())
@@ -281,7 +286,8 @@ class MujocoVecEnv(VecEnv):
             extras["episode_lengths"] = self.episode_length[done_ids].copy()
             # The last observation of each finished episode (clean, no noise), for
             # learners that bootstrap time-outs from the true final state.
-            final_terms = self.task.observation_terms(np, self._sim_state_rows(done_ids))
+            self._terminal = (done_ids, self._sim_state_rows(done_ids))
+            final_terms = self.task.observation_terms(np, self._terminal[1])
             extras["final_ids"] = done_ids
             extras["final_observations"] = {
                 g: np.concatenate([final_terms[n] for n, _ in layout], axis=1).astype(np.float32)
@@ -310,7 +316,20 @@ class MujocoVecEnv(VecEnv):
         kick = self.rng.uniform(-v, v, size=(len(ids), len(cols)))
         self.state[np.ix_(ids, cols)] += kick
 
+    # --------------------------------------------------------------- rendering
+    def render_frames(self, ids: np.ndarray | None = None) -> np.ndarray:
+        state = self._sim_state()
+        if self._terminal is not None:
+            done_ids, final = self._terminal
+            state = _with_rows(state, done_ids, final)
+        if self._renderer is None:
+            self._renderer = BatchRenderer(self.model, render_config(self.task))
+        return render_states(self._renderer, self.task, state, ids)
+
     def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
         if self._pool is not None:
             self._pool.close()
             self._pool = None
@@ -320,3 +339,20 @@ class MujocoVecEnv(VecEnv):
             self.close()
         except Exception:
             pass
+
+
+def _with_rows(state: SimState, ids: np.ndarray, rows: SimState) -> SimState:
+    """A copy of ``state`` with the envs ``ids`` replaced by ``rows``."""
+
+    def put(full, part):
+        out = np.array(full)
+        out[ids] = part
+        return out
+
+    return SimState(
+        qpos=put(state.qpos, rows.qpos),
+        qvel=put(state.qvel, rows.qvel),
+        sensordata=put(state.sensordata, rows.sensordata),
+        ctrl=put(state.ctrl, rows.ctrl),
+        task={k: put(v, rows.task[k]) for k, v in state.task.items()},
+    )

@@ -121,7 +121,8 @@ class Task:
     Config keys every task has (see :func:`common_config`): ``sim_dt`` and
     ``control_dt`` (frame skip = control_dt / sim_dt), ``episode_length_s``,
     ``action_scale``, ``action_clip``, ``reward_scales``, ``obs_noise`` (per
-    observation term, uniform noise amplitude), ``domain_randomization``, and
+    observation term, uniform noise amplitude), ``domain_randomization``, ``render``
+    (camera and size of rendered frames, see :mod:`robotrl.sim.render`), and
     optionally ``dynamics_shift`` (a target domain, see :mod:`robotrl.sim.domains`).
     """
 
@@ -240,6 +241,24 @@ class Task:
         """Per-step task metrics ``(num_envs,)`` for evaluation reports."""
         return {}
 
+    def render_state(self, xp, state: SimState) -> dict[str, Any]:
+        """What frames show beyond ``qpos``: keyword arguments of
+        :meth:`robotrl.sim.render.BatchRenderer.render` (``site_pos``, ``mocap_pos``).
+
+        All envs share one model, so task variables (a target, a goal) appear in
+        frames through visual-only sites. By default a world-body site named after a
+        task variable of 2 or 3 columns is drawn at it (a 2-D position keeps the
+        site's height)."""
+        m, sites = self.model, {}
+        for name, value in state.task.items():
+            i = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, name)
+            if i < 0 or m.site_bodyid[i] != 0 or value.ndim != 2 or value.shape[1] not in (2, 3):
+                continue
+            if value.shape[1] == 2:
+                value = xp.concatenate([value, xp.full((value.shape[0], 1), float(m.site_pos[i, 2]))], axis=1)
+            sites[name] = value
+        return {"site_pos": sites} if sites else {}
+
 
 # ---------------------------------------------------------------- defaults
 def common_config(**overrides) -> dict:
@@ -254,6 +273,8 @@ def common_config(**overrides) -> dict:
         "obs_noise": {},
         # A target domain's shift of the dynamics (None: the simulator as written).
         "dynamics_shift": None,
+        # Frames for VLM rewards (robotrl.sim.render): camera None is the MJCF's first.
+        "render": {"camera": None, "width": 64, "height": 64, "interval": 1},
         "domain_randomization": {
             "enabled": False,
             "friction": [1.0, 1.0],  # multiplier on geom sliding friction
@@ -271,8 +292,10 @@ def common_config(**overrides) -> dict:
         },
     }
     dr = overrides.pop("domain_randomization", {})
+    render = overrides.pop("render", {})
     cfg.update(overrides)  # task-specific keys (reward terms, commands ...) are new here
     cfg["domain_randomization"] = deep_update(cfg["domain_randomization"], dr)
+    cfg["render"] = deep_update(cfg["render"], render)
     return cfg
 
 

@@ -62,6 +62,21 @@ class VecEnv:
     def randomize_episode_start(self) -> None:
         """Desynchronize the envs' time limits before training (optional)."""
 
+    def render_frames(self, ids: np.ndarray | None = None) -> np.ndarray:
+        """uint8 frames ``(len(ids), H, W, 3)`` (all envs for None) of the states the
+        last ``step`` reached: an env that finished in it shows its terminal state,
+        not the reset state ``step`` moved it to. Camera and size come from the
+        task's ``render`` config (robotrl.sim.render)."""
+        raise NotImplementedError(f"{type(self).__name__} does not render")
+
+    def end_rollout(self) -> torch.Tensor | None:
+        """Called by on-policy learners after each rollout. An env whose rewards are
+        scored after the fact (asynchronous VLM rewards) returns them here, shaped
+        (steps, envs), and sets ``deferred_rewards``; others return None."""
+        return None
+
+    deferred_rewards: bool = False
+
     def close(self) -> None:
         pass
 

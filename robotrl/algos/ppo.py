@@ -132,6 +132,9 @@ class PPO:
         self.generator = torch.Generator().manual_seed(seed)
         self._last: dict | None = None
         self.return_norm = EmpiricalNormalization(1).to(self.device) if cfg.normalize_reward else None
+        # Set by the runner when the env's rewards arrive after the rollout.
+        self.defer_rewards = False
+        self._time_outs = torch.zeros(cfg.num_steps_per_env, num_envs, device=self.device)
         self._discounted_return = torch.zeros(num_envs, device=self.device)
 
     def _critic_obs(self, obs):
@@ -154,8 +157,19 @@ class PPO:
 
     @torch.no_grad()
     def process_step(self, rewards: torch.Tensor, dones: torch.Tensor, time_outs: torch.Tensor, costs=None) -> None:
-        """``costs`` (the env's ``extras["cost"]``) is used by constrained subclasses."""
+        """``costs`` (the env's ``extras["cost"]``) is used by constrained subclasses.
+        With ``defer_rewards`` set, ``rewards`` are placeholders: the rollout's real
+        rewards arrive through :meth:`rewrite_rewards` before :meth:`compute_returns`."""
         last = self._last
+        self._time_outs[self.storage.step] = time_outs.to(self.device).float()
+        if not self.defer_rewards:
+            rewards = self._shape_reward(rewards, dones, time_outs, last["values"])
+        self.storage.add(
+            last["obs"], last["actions"], last["log_probs"], last["mean"], last["std"],
+            rewards, dones.float(), last["values"],
+        )
+
+    def _shape_reward(self, rewards, dones, time_outs, values) -> torch.Tensor:
         if self.return_norm is not None:
             self._discounted_return = self._discounted_return * self.cfg.gamma + rewards
             self.return_norm.update(self._discounted_return[:, None])
@@ -163,11 +177,18 @@ class PPO:
             self._discounted_return = self._discounted_return * (1.0 - dones.float())
         # An episode cut by its time limit did not end: bootstrap with the value of
         # the state it was in (the next observation is already the reset one).
-        rewards = rewards + self.cfg.gamma * last["values"] * time_outs.float()
-        self.storage.add(
-            last["obs"], last["actions"], last["log_probs"], last["mean"], last["std"],
-            rewards, dones.float(), last["values"],
-        )
+        return rewards + self.cfg.gamma * values * time_outs.float()
+
+    def rewrite_rewards(self, rewards: torch.Tensor) -> None:
+        """Put the rollout's real rewards (steps, envs) into storage, shaped step by
+        step exactly as :meth:`process_step` would have (normalization, time-out
+        bootstrap), for rewards scored after the rollout (asynchronous VLM rewards)."""
+        s = self.storage
+        if tuple(rewards.shape) != (s.step, s.num_envs):
+            raise ValueError(f"rewrite_rewards needs rewards of shape {(s.step, s.num_envs)}, got {tuple(rewards.shape)}")
+        rewards = rewards.to(self.device).float()
+        for t in range(s.step):
+            s.rewards[t] = self._shape_reward(rewards[t], s.dones[t], self._time_outs[t], s.values[t])
 
     @torch.no_grad()
     def compute_returns(self, last_obs: dict[str, torch.Tensor]) -> None:

@@ -22,6 +22,7 @@ class CartpoleSwingup(Task):
             episode_length_s=10.0,
             reward_scales={"swingup": 1.0, "control": -0.1},
             obs_noise={"cart": 0.0, "pole": 0.0},
+            render={"camera": "track"},  # the pole large in small frames
         )
 
     def reset(self, xp, sampler, num):
