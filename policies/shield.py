@@ -3,8 +3,9 @@ safety critic (Bresa) and Recovery RL.
 
 At every control step the safety critic scores the policy's action: its risk is
 the (discounted) probability that the robot violates a constraint from here on.
-Above ``threshold`` the action is replaced, either by the least risky of
-``num_candidates`` candidates (the policy's own action, actions sampled around it,
+Above ``threshold`` the action is replaced, either by the candidate nearest the
+policy's action whose risk is under the threshold (the least risky one when none is)
+among ``num_candidates`` candidates (the policy's own action, actions sampled around it,
 and, when the action bound is known, as many drawn across the whole action box)
 or by a recovery policy's action, and the intervention is counted.
 
@@ -63,6 +64,7 @@ class Shield:
         recovery=None,
         seed: int = 0,
         critic_obs_dim: int | None = None,
+        wide_fraction: float = 0.5,
     ):
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"shield threshold is a risk (probability) in [0, 1], got {threshold}")
@@ -70,7 +72,7 @@ class Shield:
             raise ValueError("a shield needs num_candidates >= 1 or a recovery policy")
         self.policy, self.critic, self.recovery = policy, critic, recovery
         self.threshold, self.num_candidates, self.noise_std = float(threshold), int(num_candidates), float(noise_std)
-        self.action_clip = action_clip
+        self.action_clip, self.wide_fraction = action_clip, float(wide_fraction)
         self.obs_layout = list(policy.obs_layout)
         self.action_names = list(policy.action_names)
         self.meta = getattr(policy, "meta", {})  # an artifact's description passes through
@@ -122,13 +124,21 @@ class Shield:
         noise[:, 0] = 0.0  # the policy's own action stays a candidate
         cand = action[:, None, :] + noise
         if self.action_clip is not None:
-            # Half the candidates span the whole action box: the way out (brake hard,
-            # turn away) is often far from what the policy wanted.
-            wide = n // 2
+            # Some candidates (wide_fraction) span the whole action box: the way out
+            # (brake hard, turn away) can be far from what the policy wanted. But a
+            # critic fitted near the policy's actions misjudges far ones, so the share
+            # should not exceed what the fitting data covered (random_fraction).
+            wide = int(n * self.wide_fraction)
             cand[:, n - wide:] = self.rng.uniform(-self.action_clip, self.action_clip, (b, wide, a))
             cand = np.clip(cand, -self.action_clip, self.action_clip)
         risk = self.critic(np.repeat(obs, n, axis=0), cand.reshape(b * n, a)).reshape(b, n)
-        best = risk.argmin(axis=1)
+        # The candidate nearest the policy's action among those under the threshold:
+        # the least risky one is often an extreme action that costs return (and, on a
+        # hopper, balance). Only when none is acceptable does the least risky one win.
+        dist = np.linalg.norm(cand - action[:, None, :], axis=2)
+        best = np.where(risk <= self.threshold, dist, np.inf).argmin(axis=1)
+        none_ok = ~(risk <= self.threshold).any(axis=1)
+        best[none_ok] = risk[none_ok].argmin(axis=1)
         return cand[np.arange(b), best], risk[np.arange(b), best]
 
     def stats(self) -> dict[str, float]:
@@ -156,4 +166,5 @@ def load_shielded_policy(folder: str | os.PathLike, seed: int = 0):
     return Shield(
         policy, OnnxRiskCritic(critic_path), float(spec["threshold"]), int(spec.get("num_candidates", 32)),
         float(spec.get("noise_std", 0.5)), float(policy.meta["action"]["clip"]), seed=seed,
+        wide_fraction=float(spec.get("wide_fraction", 0.5)),
     )

@@ -45,6 +45,7 @@ class SafetyCriticConfig:
     batch_size: int = 512
     steps: int = 20_000
     tau: float = 0.005
+    terminal_risk: float = 1.0  # risk of a termination (fall); 0 treats ending the episode as safe
 
     @classmethod
     def from_dict(cls, cfg: dict) -> "SafetyCriticConfig":
@@ -85,10 +86,15 @@ class SafetyCritic(nn.Module):
             return self(torch.as_tensor(obs, dtype=torch.float32), torch.as_tensor(action, dtype=torch.float32)).numpy()
 
 
-def risk_target(cost, terminated, next_risk, gamma_risk: float):
-    """c + (1 - c) gamma (1 - done) Q(s', pi(s')), with c = 1 on a violating step."""
+def risk_target(cost, terminated, next_risk, gamma_risk: float, terminal_risk: float = 1.0):
+    """c + (1 - c) gamma (1 - done) Q(s', pi(s')), with c = 1 on a violating step,
+    and ``terminal_risk`` on a termination (a fall) that violated nothing."""
     violated = (cost > 0).float()
-    return violated + (1.0 - violated) * gamma_risk * (1.0 - terminated.float()) * next_risk
+    done = terminated.float()
+    # A fall must not look safe: with risk 0 after termination, the safest way to
+    # stop speeding is to fall over, and the shield learns exactly that.
+    ended = done * terminal_risk + (1.0 - done) * gamma_risk * next_risk
+    return violated + (1.0 - violated) * ended
 
 
 def fit_safety_critic(dataset: Dataset, policy, cfg: SafetyCriticConfig | None = None, seed: int = 0,
@@ -123,7 +129,7 @@ def fit_safety_critic(dataset: Dataset, policy, cfg: SafetyCriticConfig | None =
             s_next = next_obs[idx, None].expand(-1, k + 1, -1)
             next_risk = target_critic(s_next.reshape(-1, s_next.shape[-1]), cand.reshape(-1, num_actions))
             next_risk = next_risk.reshape(len(idx), k + 1).min(dim=1).values
-            target = risk_target(cost[idx], terminated[idx], next_risk, cfg.gamma_risk)
+            target = risk_target(cost[idx], terminated[idx], next_risk, cfg.gamma_risk, cfg.terminal_risk)
         loss = nn.functional.binary_cross_entropy_with_logits(critic.logits(obs[idx], action[idx]), target)
         optim.zero_grad(set_to_none=True)
         loss.backward()
@@ -133,7 +139,8 @@ def fit_safety_critic(dataset: Dataset, policy, cfg: SafetyCriticConfig | None =
 
 
 def export_shield(critic: SafetyCritic, artifact: str | Path, threshold: float, num_candidates: int = 32,
-                  noise_std: float = 0.5, out: str | Path | None = None, fit_info: dict | None = None) -> Path:
+                  noise_std: float = 0.5, out: str | Path | None = None, fit_info: dict | None = None,
+                  wide_fraction: float = 0.5) -> Path:
     """Write the critic as ONNX into the artifact (or a copy at ``out``) and describe
     the shield in its policy.yaml."""
     import logging
@@ -169,6 +176,7 @@ def export_shield(critic: SafetyCritic, artifact: str | Path, threshold: float, 
         "threshold": float(threshold),
         "num_candidates": int(num_candidates),
         "noise_std": float(noise_std),
+        "wide_fraction": float(wide_fraction),
         "observation_terms": meta["observation"]["terms"],
         **({"fit": fit_info} if fit_info else {}),
     }

@@ -10,6 +10,7 @@ crop, the model's mean/std), so scoring a rollout costs no per-frame PIL work.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
 import sys
@@ -118,6 +119,17 @@ def _mismatch(model_name: str, weights: str) -> str:
     return "; ".join(lines)
 
 
+@contextlib.contextmanager
+def _quiet_root_logger():
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def build_clip(model: str | None, weights: str | Path | None, device: str | torch.device = "cpu"):
     """An open_clip model (eval mode) and its tokenizer. ``weights=None`` gives a
     randomly initialized ``model`` (to train from scratch)."""
@@ -132,7 +144,13 @@ def build_clip(model: str | None, weights: str | Path | None, device: str | torc
     else:
         name, pretrained = _resolve(model, weights)
     try:
-        clip = open_clip.create_model(name, pretrained=pretrained, device=device, weights_only=True)
+        if pretrained is None:
+            # open_clip warns "Model initialized randomly" on the root logger; from
+            # scratch is what was asked for here.
+            with _quiet_root_logger():
+                clip = open_clip.create_model(name, pretrained=None, device=device, weights_only=True)
+        else:
+            clip = open_clip.create_model(name, pretrained=pretrained, device=device, weights_only=True)
     except (RuntimeError, AssertionError) as e:
         # open_clip fails on a foreign checkpoint either in its positional-embedding
         # resizing (an assert) or in the strict load; both read as "wrong model".

@@ -104,7 +104,10 @@ class VlmRewardEnv(VecEnv):
         return torch.as_tensor(combine(vlm, state.float(), mode=self.how, weight=self.weight), dtype=torch.float32)
 
     def _harvest(self) -> None:
-        for key, scores in self.worker.ready():
+        # All of the rollout's scores, at its end: the reward model then sees the same
+        # pairs at the same point of training whatever the worker's timing, so a seed
+        # fixes the run.
+        for key, scores in self.worker.wait_all():
             self.distill.add(self._awaiting.pop(key), scores)
             self.frames_scored += len(scores)
 
@@ -148,7 +151,6 @@ class VlmRewardEnv(VecEnv):
             scores = self._score_now()
             self.distill.add(state[alive], scores[alive].cpu().numpy())
             return scores
-        self._harvest()
         self._owed += self.distill_cfg.fraction * len(alive)
         batch = min(self.distill_cfg.render_batch, len(alive))
         if batch and self._owed >= batch:

@@ -20,13 +20,16 @@ def clip(tmp_path_factory):
 def test_ppo_on_the_vlm_reward_alone_swings_up_cartpole(clip, tmp_path):
     # The task's own reward is never seen by the learner: vlm.combine=none.
     # Random actions score ~20 on the task's return and a pole-spinning policy ~110;
-    # the state-reward PPO test asks >= 250 after 3 M steps.
+    # the state-reward PPO test asks the same >= 250 after 3 M steps. A frame shows
+    # neither the pole's speed nor (with the tracking camera) the cart's place on
+    # the rail, which the task's reward also pays for, so the spinning plateau lasts
+    # longer: at 1.5 M steps seeds 0/1 scored 284/168, at 2.5 M 361/336.
     out = tmp_path / "run"
     code = main(["train", "task=cartpole_swingup", "reward=vlm", f"vlm.weights={clip}", "vlm.mode=distilled",
-                 *PROMPTS, "steps=1500000", "seed=0", f"out={out}", "progress=false"])
+                 *PROMPTS, "steps=2500000", "seed=0", f"out={out}", "progress=false"])
     assert code == 0
     result = json.loads((out / "eval.json").read_text())
-    assert result["return_mean"] >= 200, result
+    assert result["return_mean"] >= 250, result
     assert result["metrics"]["upright"] >= 0.4, result
 
 
