@@ -239,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         if "Could not find 'task/" in str(exc):
             print("(a Gymnasium env id or Brax env name needs sim=gymnasium or sim=brax)", file=sys.stderr)
         return 2
-    except (CheckpointError, ArtifactError, FileExistsError, FileNotFoundError, KeyError, ValueError) as exc:
+    except (CheckpointError, ArtifactError, FileExistsError, FileNotFoundError, ImportError, KeyError,
+            ValueError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"robotrl {verb}: error: {msg}", file=sys.stderr)
         return 1

@@ -48,8 +48,13 @@ def _open_clip():
             logging.getLogger(__name__).warning(
                 "software OpenGL (Mesa's LLVM) is loaded before open_clip: torch runs without triton here")
             sys.modules["triton"] = None  # `import triton` now raises ImportError, which torch handles
-    import open_clip
-
+    try:
+        import open_clip
+    except ImportError as e:
+        raise ImportError(
+            f"VLM rewards need open_clip ({e}): pip install 'robotrl[vlm]' with a torchvision that matches "
+            "your torch (e.g. torch==2.14.1 torchvision==0.29.1)"
+        ) from e
     return open_clip
 
 
