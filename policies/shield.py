@@ -86,6 +86,12 @@ class Shield:
         critic_actions = getattr(critic, "num_actions", None)
         if critic_actions is not None and critic_actions != len(self.action_names):
             raise ValueError(f"the shield's critic takes {critic_actions} actions but the policy gives {len(self.action_names)}")
+        self._last_action = None  # columns of the observed last action, if any
+        start = 0
+        for name, width in self.obs_layout:
+            if name == "last_action" and int(width) == len(self.action_names):
+                self._last_action = slice(start, start + int(width))
+            start += int(width)
         self.rng = np.random.default_rng(seed)
         self.interventions = 0
         self.steps = 0
@@ -119,10 +125,26 @@ class Shield:
         return action
 
     def _least_risky(self, obs: np.ndarray, action: np.ndarray):
+        cand = self.candidates(obs, action)
+        return self._pick(obs, action, cand)
+
+    def candidates(self, obs: np.ndarray, action: np.ndarray) -> np.ndarray:
+        """(batch, num_candidates, num_actions): what the shield may choose from, the
+        policy's own action first. The critic's fitting data should contain such
+        actions, or it judges them by extrapolation (robotrl.safety.critic.CandidateExplorer)."""
         b, n, a = len(obs), self.num_candidates, action.shape[1]
         noise = self.rng.standard_normal((b, n, a)).astype(np.float32) * self.noise_std
         noise[:, 0] = 0.0  # the policy's own action stays a candidate
         cand = action[:, None, :] + noise
+        # A quarter of the candidates lie between the policy's action and a gentler
+        # one: the last action when the robot observes it (a smaller change of a
+        # position target moves the joints slower), else zero (less push). They slow
+        # the robot without the random jerks of noise that cost return and balance.
+        shrink = n // 4
+        if shrink:
+            scale = np.linspace(0.0, 1.0, shrink, endpoint=False, dtype=np.float32)[None, :, None]
+            base = obs[:, self._last_action] if self._last_action is not None else np.zeros_like(action)
+            cand[:, 1:1 + shrink] = base[:, None, :] + (action - base)[:, None, :] * scale
         if self.action_clip is not None:
             # Some candidates (wide_fraction) span the whole action box: the way out
             # (brake hard, turn away) can be far from what the policy wanted. But a
@@ -131,6 +153,10 @@ class Shield:
             wide = int(n * self.wide_fraction)
             cand[:, n - wide:] = self.rng.uniform(-self.action_clip, self.action_clip, (b, wide, a))
             cand = np.clip(cand, -self.action_clip, self.action_clip)
+        return cand
+
+    def _pick(self, obs, action, cand):
+        b, n, a = cand.shape
         risk = self.critic(np.repeat(obs, n, axis=0), cand.reshape(b * n, a)).reshape(b, n)
         # The candidate nearest the policy's action among those under the threshold:
         # the least risky one is often an extreme action that costs return (and, on a

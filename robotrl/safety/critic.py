@@ -3,16 +3,23 @@ robot violates a constraint after taking ``a`` in ``s`` (Recovery RL's safety
 critic; Bresa's reflexive critic).
 
 Fitted from transitions (a dataset, offline; or rollouts of the policy itself,
-"online") with the target ``c + (1 - c) * gamma * (1 - terminated) * Q_risk(s', a')``
-where ``c`` is 1 on a step with positive cost: a violation ends the risk horizon
-as in Recovery RL. The next action ``a'`` is, by ``backup``:
+"online") with the target ``c + (1 - c) * [terminated * terminal_risk + (1 - terminated)
+* gamma * Q_risk(s', a')]`` where ``c`` is 1 on a step with positive cost: a violation
+ends the risk horizon as in Recovery RL, and so does a fall, which counts as a failure
+(``terminal_risk`` 1), or else the shield learns that falling over ends all speeding.
+The next action ``a'`` is, by ``backup``:
 
 * ``"policy"``: the policy's own action, Q_risk of the unshielded policy (Recovery RL);
-* ``"safest"`` (default): the least risky of the policy's action and
-  ``backup_samples`` uniform random actions. The critic then says whether the robot
-  can still stay safe from here, which is what a shield that will keep
-  intervening needs to know: under ``"policy"`` braking before a hazard looks
-  nearly as risky as driving on, because the policy drives on afterwards.
+* ``"safest"`` (default): the least risky of the policy's action and ``backup_samples``
+  others: the shield's own candidates when ``fit_safety_critic`` is given them (as
+  ``robotrl shield`` does), else uniform random actions. The critic then says whether
+  the shield can still keep the robot safe from here, which is what a shield that
+  will keep intervening needs to know: under ``"policy"`` braking before a hazard
+  looks nearly as risky as driving on, because the policy drives on afterwards.
+
+Online, ``CandidateExplorer`` rolls the policy out with the shield's candidate
+actions mixed in: a critic that never saw those actions misjudges them, and the
+shield's choice among candidates goes to exactly the misjudged ones.
 
 ``gamma_risk`` sets how far ahead the critic looks (0.95: about twenty control steps).
 """
@@ -98,8 +105,13 @@ def risk_target(cost, terminated, next_risk, gamma_risk: float, terminal_risk: f
 
 
 def fit_safety_critic(dataset: Dataset, policy, cfg: SafetyCriticConfig | None = None, seed: int = 0,
-                      progress: bool = True) -> SafetyCritic:
-    """Fit Q_risk of ``policy`` (any Policy over the dataset's ``policy`` group) on ``dataset``."""
+                      progress: bool = True, candidates=None) -> SafetyCritic:
+    """Fit Q_risk of ``policy`` (any Policy over the dataset's ``policy`` group) on ``dataset``.
+
+    ``candidates(obs, action) -> (batch, k, num_actions)`` (e.g. ``Shield.candidates``)
+    are the next actions the "safest" backup chooses from; without it, uniform samples.
+    They should be the shield's: the critic then says whether the shield can keep the
+    robot safe, not whether some random action could."""
     cfg = cfg or SafetyCriticConfig()
     if len(dataset) == 0:
         raise ValueError("cannot fit a safety critic on an empty dataset")
@@ -124,11 +136,15 @@ def fit_safety_critic(dataset: Dataset, policy, cfg: SafetyCriticConfig | None =
     for _ in tqdm(range(cfg.steps), desc="safety critic", disable=not progress, leave=False, mininterval=1.0):
         idx = torch.randint(0, n, (cfg.batch_size,), generator=gen)
         with torch.no_grad():
-            # Candidates at s': the policy's action first, then uniform samples.
-            cand = torch.cat([next_action[idx, None], (torch.rand(len(idx), k, num_actions, generator=gen) * 2 - 1) * bound], 1)
-            s_next = next_obs[idx, None].expand(-1, k + 1, -1)
+            # Candidates at s': the policy's action first, then the shield's or uniform samples.
+            if k and candidates is not None:
+                cand = torch.as_tensor(candidates(next_obs[idx].numpy(), next_action[idx].numpy()))
+            else:
+                cand = torch.cat([next_action[idx, None],
+                                  (torch.rand(len(idx), k, num_actions, generator=gen) * 2 - 1) * bound], 1)
+            s_next = next_obs[idx, None].expand(-1, cand.shape[1], -1)
             next_risk = target_critic(s_next.reshape(-1, s_next.shape[-1]), cand.reshape(-1, num_actions))
-            next_risk = next_risk.reshape(len(idx), k + 1).min(dim=1).values
+            next_risk = next_risk.reshape(cand.shape[:2]).min(dim=1).values
             target = risk_target(cost[idx], terminated[idx], next_risk, cfg.gamma_risk, cfg.terminal_risk)
         loss = nn.functional.binary_cross_entropy_with_logits(critic.logits(obs[idx], action[idx]), target)
         optim.zero_grad(set_to_none=True)
@@ -182,3 +198,32 @@ def export_shield(critic: SafetyCritic, artifact: str | Path, threshold: float, 
     }
     write_yaml_atomic(folder / YAML_FILE, meta)
     return folder
+
+
+class CandidateExplorer:
+    """Collects the critic's data: ``policy``, but with probability ``explore`` per
+    step one of the shield's candidates at random. The shield picks among its
+    candidates by the critic's word; fitted on the policy's actions alone (plus
+    Gaussian noise), the critic must extrapolate to them, and the argmin over
+    candidates finds exactly the ones it misjudges as safe."""
+
+    def __init__(self, policy, shield_kwargs: dict, explore: float = 0.5, seed: int = 0):
+        from robotrl.policies.shield import Shield
+
+        self.policy, self.explore = policy, float(explore)
+        self.obs_layout, self.action_names = list(policy.obs_layout), list(policy.action_names)
+        self.shield = Shield(policy, None, 0.0, seed=seed, **shield_kwargs)
+        self.rng = np.random.default_rng(seed)
+
+    def reset(self, env_ids=None):
+        self.policy.reset(env_ids)
+
+    def act(self, obs):
+        obs = np.asarray(obs, np.float32)
+        action = np.asarray(self.policy.act(obs), np.float32)
+        rows = np.flatnonzero(self.rng.random(len(obs)) < self.explore)
+        if len(rows):
+            cand = self.shield.candidates(obs[rows], action[rows])
+            pick = self.rng.integers(0, cand.shape[1], len(rows))
+            action[rows] = cand[np.arange(len(rows)), pick]
+        return action

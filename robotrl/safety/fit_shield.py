@@ -8,8 +8,8 @@ from pathlib import Path
 from robotrl.datasets import collect, load_dataset
 from robotrl.evaluate import evaluate
 from robotrl.policies.artifact import ArtifactPolicy
-from robotrl.policies.shield import load_shielded_policy
-from robotrl.safety.critic import SafetyCriticConfig, export_shield, fit_safety_critic
+from robotrl.policies.shield import Shield, load_shielded_policy
+from robotrl.safety.critic import CandidateExplorer, SafetyCriticConfig, export_shield, fit_safety_critic
 from robotrl.sim import make_env, make_task
 
 
@@ -22,20 +22,30 @@ def fit_shield_cmd(cfg: dict) -> dict:
         if [tuple(t) for t in env.obs_layout["policy"]] != policy.obs_layout:
             raise ValueError(f"artifact {artifact} reads observations {policy.obs_layout}, task {name} gives "
                              f"{env.obs_layout['policy']}")
+    shield_kwargs = {"num_candidates": int(cfg["candidates"]), "noise_std": float(cfg["candidate_std"]),
+                     "action_clip": float(policy.meta["action"]["clip"]),
+                     "wide_fraction": float(cfg["wide_fraction"])}
     if cfg.get("dataset"):
         data = load_dataset(cfg["dataset"], task=task)
         source = {"dataset": str(Path(cfg["dataset"]).resolve())}
     else:
-        data = collect(task, int(cfg["transitions"]), policies=[policy], noise_std=float(cfg["noise_std"]),
+        # The rollouts show the shield's candidate actions, so the critic has seen
+        # what it will be asked to judge.
+        behaviour = CandidateExplorer(policy, shield_kwargs, float(cfg["explore"]), seed=int(cfg["seed"]))
+        data = collect(task, int(cfg["transitions"]), policies=[behaviour], noise_std=float(cfg["noise_std"]),
                        random_fraction=float(cfg["random_fraction"]), num_envs=int(cfg["num_envs"]),
                        seed=int(cfg["seed"]), progress=cfg["progress"])
         source = {"rollouts": len(data), "noise_std": float(cfg["noise_std"]),
-                  "random_fraction": float(cfg["random_fraction"])}
+                  "random_fraction": float(cfg["random_fraction"]), "explore": float(cfg["explore"])}
     critic_cfg = SafetyCriticConfig.from_dict(cfg.get("critic") or {})
-    critic = fit_safety_critic(data, policy, critic_cfg, seed=int(cfg["seed"]), progress=cfg["progress"])
+    # The "safest" backup chooses among the shield's own candidates.
+    backup = Shield(policy, None, 0.0, seed=int(cfg["seed"]),
+                    **{**shield_kwargs, "num_candidates": critic_cfg.backup_samples + 1})
+    critic = fit_safety_critic(data, policy, critic_cfg, seed=int(cfg["seed"]), progress=cfg["progress"],
+                               candidates=backup.candidates)
     out = Path(cfg["out"]) if cfg.get("out") else artifact.with_name(artifact.name + "_shielded")
     folder = export_shield(critic, artifact, float(cfg["threshold"]), int(cfg["candidates"]),
-                           float(cfg["candidate_std"]), out=out,
+                           float(cfg["candidate_std"]), out=out, wide_fraction=float(cfg["wide_fraction"]),
                            fit_info={**source, "gamma_risk": critic_cfg.gamma_risk, "steps": critic_cfg.steps})
     episodes, seed = int(cfg["eval_episodes"]), int(cfg["seed"]) + 10_000
     plain = evaluate(policy, task, episodes, seed=seed, progress=cfg["progress"])

@@ -36,8 +36,9 @@ def test_risk_target_by_hand():
     cost = torch.tensor([0.0, 2.0, 0.0])
     done = torch.tensor([False, False, True])
     nxt = torch.tensor([0.5, 0.9, 0.9])
-    # safe step: 0.9 * 0.5; violation: 1; terminal safe step: 0
-    torch.testing.assert_close(risk_target(cost, done, nxt, 0.9), torch.tensor([0.45, 1.0, 0.0]))
+    # safe step: 0.9 * 0.5; violation: 1; termination (a fall): terminal_risk, 1 unless told
+    torch.testing.assert_close(risk_target(cost, done, nxt, 0.9), torch.tensor([0.45, 1.0, 1.0]))
+    torch.testing.assert_close(risk_target(cost, done, nxt, 0.9, terminal_risk=0.0), torch.tensor([0.45, 1.0, 0.0]))
 
 
 def test_shield_leaves_safe_actions_and_replaces_risky_ones():
