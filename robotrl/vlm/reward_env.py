@@ -55,6 +55,7 @@ class VlmRewardEnv(VecEnv):
         self._step = 0
         self._pending: list[tuple[int, torch.Tensor]] = []
         self._awaiting: dict[int, torch.Tensor] = {}
+        self._previous: list[int] = []  # keys sent during the rollout before the current one
         self._rng = np.random.default_rng(seed)
         self._owed = 0.0  # frames the distilled mode is due to score
         self.worker = ScoringWorker(score) if mode != "sync" else None
@@ -104,12 +105,15 @@ class VlmRewardEnv(VecEnv):
         return torch.as_tensor(combine(vlm, state.float(), mode=self.how, weight=self.weight), dtype=torch.float32)
 
     def _harvest(self) -> None:
-        # All of the rollout's scores, at its end: the reward model then sees the same
-        # pairs at the same point of training whatever the worker's timing, so a seed
-        # fixes the run.
-        for key, scores in self.worker.wait_all():
+        # At a rollout's end, the scores of frames sent during the rollout before it:
+        # they are ready by now, so training does not wait on the worker, and the
+        # reward model sees the same pairs at the same point of training whatever
+        # the worker's timing, so a seed fixes the run.
+        for key in self._previous:
+            scores = self.worker.wait(key)
             self.distill.add(self._awaiting.pop(key), scores)
             self.frames_scored += len(scores)
+        self._previous = list(self._awaiting)
 
     def step(self, actions):
         obs, state_reward, dones, extras = self.env.step(actions)
