@@ -93,7 +93,9 @@ def train(cfg: dict) -> dict:
     from robotrl import distributed
 
     try:
-        if cfg.get("reward", "state") != "state" and runner_class(cfg["algo"]["name"]).__name__ != "OnPolicyRunner":
+        from robotrl.runner import ON_POLICY
+
+        if cfg.get("reward", "state") != "state" and cfg["algo"]["name"] not in ON_POLICY:
             raise ValueError(f"reward={cfg['reward']} trains with the on-policy algorithms (ppo, ppo_lag), "
                              f"not {cfg['algo']['name']}")
         runner = runner_class(cfg["algo"]["name"])(cfg)

@@ -97,8 +97,7 @@ class OnPolicyRunner:
             self.env_steps = int(s["env_steps"])
             self.wall_time = float(s.get("wall_time", 0.0))
             self.history = {k: list(v) for k, v in s["history"].items()}
-            if "env" in s and hasattr(self.env, "load_state_dict"):
-                self.env.load_state_dict(s["env"])
+            self.env.load_state_dict(s.get("env", {}))
 
     # -------------------------------------------------------------------- train
     def _checkpoint(self) -> None:
@@ -113,8 +112,7 @@ class OnPolicyRunner:
                 "wall_time": self.wall_time,
                 "history": self.history,
                 "config": self.cfg,
-                # What the env learns itself (the distilled VLM reward model).
-                **({"env": self.env.state_dict()} if hasattr(self.env, "state_dict") else {}),
+                "env": self.env.state_dict(),
             },
         )
 
@@ -198,7 +196,7 @@ class OnPolicyRunner:
         writer.add_scalar("train/mean_episode_length", mean_length, step)
         writer.add_scalar("perf/steps_per_s", self.steps_per_iter / iter_time, step)
         writer.add_scalar("perf/collect_fraction", collect_time / iter_time, step)
-        for k, v in getattr(self.env, "stats", dict)().items():
+        for k, v in self.env.stats().items():
             writer.add_scalar(f"vlm/{k}", v, step)
         keys = {k for info in ep_infos for k in info}
         for k in sorted(keys):

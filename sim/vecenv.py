@@ -77,6 +77,17 @@ class VecEnv:
 
     deferred_rewards: bool = False
 
+    def stats(self) -> dict[str, float]:
+        """Scalars for the training log (e.g. frames a VLM scored); none by default."""
+        return {}
+
+    def state_dict(self) -> dict:
+        """What the env learns itself (a distilled reward model), for checkpoints."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
