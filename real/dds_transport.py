@@ -29,7 +29,8 @@ import threading
 from typing import Any, Dict, List, Optional, Type
 
 import numpy as np
-from cyclonedds.core import DDSException, Listener, Policy, Qos
+from cyclonedds.core import (DDSException, GuardCondition, InstanceState, Policy, Qos, ReadCondition,
+                             SampleState, ViewState, WaitSet)
 from cyclonedds.domain import Domain, DomainParticipant
 from cyclonedds.idl import IdlStruct, make_idl_struct
 from cyclonedds.idl import types as idl_types
@@ -205,58 +206,46 @@ class _DdsPublisher(_t.Publisher):
             _delete(self._writer)
 
 
-class _DataListener(Listener):
-    """Drains inline when no other drain is running (the low-latency path), else
-    wakes the subscription's drain thread. It never waits for the Python lock:
-    Cyclone may call this in a publishing thread (same-process delivery) that
-    holds the reader's lock, and waiting there for a drain in another thread that
-    itself waits for the reader deadlocks."""
-
-    def __init__(self, subscription: "_DdsSubscription"):
-        super().__init__()
-        self._subscription = subscription
-
-    def on_data_available(self, reader: DataReader) -> None:
-        sub = self._subscription
-        if sub._lock.acquire(blocking=False):
-            try:
-                sub._drain_locked(reader)
-            finally:
-                sub._lock.release()
-        else:
-            sub._wake.set()
-
-
 class _DdsSubscription(_t.Subscription):
+    """One thread per subscription waits on a DDS WaitSet and runs the callback.
+
+    No Cyclone listener calls into Python: cyclonedds-python holds the GIL inside
+    ``write`` and ``take``, so a listener that Cyclone runs on one of its own threads
+    (holding the reader's locks, waiting for the GIL) deadlocks against a Python
+    thread that holds the GIL and waits for those locks. A WaitSet wait releases the
+    GIL and calls nothing back, so Cyclone's threads never need Python."""
+
     _BATCH = 64
+    _POLL_NS = 100_000_000  # a bounded wait: close() is seen within 0.1 s even if the guard is missed
 
     def __init__(self, transport: "DdsTransport", topic: str, msg_type: Type[Message],
                  callback: _t.Callback, qos: QoS):
         self.topic, self.msg_type, self.qos = topic, msg_type, qos
         self._callback = callback
         self._closed = False
-        self._lock = threading.Lock()  # one drain at a time keeps callbacks in order
-        self._wake = threading.Event()
-        self._listener = _DataListener(self)
-        self._reader = DataReader(transport._subscriber, transport._topic(topic, msg_type),
-                                  qos=dds_qos(qos), listener=self._listener)
+        self._reader = DataReader(transport._subscriber, transport._topic(topic, msg_type), qos=dds_qos(qos))
+        self._waitset = WaitSet(transport._participant)
+        self._data = ReadCondition(self._reader, SampleState.Any | ViewState.Any | InstanceState.Any)
+        self._guard = GuardCondition(transport._participant)
+        self._waitset.attach(self._data)
+        self._waitset.attach(self._guard)
         self._thread = threading.Thread(target=self._run, name=f"dds-sub {topic}", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._closed:
-            self._wake.wait(0.1)  # the timeout also catches a wake-up lost to a race
-            self._wake.clear()
+            try:
+                self._waitset.wait(self._POLL_NS)
+            except DDSException:
+                if self._closed:
+                    return
+                raise
             if not self._closed:
-                self._drain(self._reader)
+                self._drain()
 
-    def _drain(self, reader: DataReader) -> None:
-        with self._lock:
-            self._drain_locked(reader)
-
-    def _drain_locked(self, reader: DataReader) -> None:
+    def _drain(self) -> None:
         while not self._closed:
-            samples = reader.take(N=self._BATCH)
+            samples = self._reader.take(N=self._BATCH)
             for sample in samples:
                 if getattr(sample, "sample_info", None) is None or not sample.sample_info.valid_data:
                     continue  # instance-state notifications (writer gone), not data
@@ -273,13 +262,16 @@ class _DdsSubscription(_t.Subscription):
         return 0 if self._closed else len(self._reader.get_matched_publications())
 
     def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._wake.set()
-            if self._thread is not threading.current_thread():
-                self._thread.join(timeout=1.0)
-            with self._lock:
-                _delete(self._reader)  # waits for a running listener callback to return
+        if self._closed:
+            return
+        self._closed = True
+        self._guard.set(True)
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=2.0)
+            if self._thread.is_alive():
+                log.warning("subscription %s: callback still running at close", self.topic)
+        for entity in (self._guard, self._data, self._waitset, self._reader):
+            _delete(entity)
 
 
 class DdsTransport(_t.Transport):

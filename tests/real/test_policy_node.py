@@ -306,6 +306,12 @@ def test_nan_holds_and_estop_damps(running):
     time.sleep(0.1)
     assert node.mode == Mode.DAMP  # e-stop latches until released
     robot.send(robot.estop_pub, False)
+    # Messages on different topics carry no order between them (each subscription has
+    # its own thread, as on a real network): see the release before enabling again.
+    deadline = time.monotonic() + 5.0
+    while node.sm.estopped:
+        assert time.monotonic() < deadline, "e-stop release not received"
+        time.sleep(0.005)
     enable()
 
 
