@@ -87,11 +87,20 @@ class Shield:
         if critic_actions is not None and critic_actions != len(self.action_names):
             raise ValueError(f"the shield's critic takes {critic_actions} actions but the policy gives {len(self.action_names)}")
         self._last_action = None  # columns of the observed last action, if any
+        self._joint_pos = None  # columns of the joint positions (minus the default pose), if any
         start = 0
         for name, width in self.obs_layout:
             if name == "last_action" and int(width) == len(self.action_names):
                 self._last_action = slice(start, start + int(width))
+            if name == "joint_pos" and int(width) == len(self.action_names):
+                self._joint_pos = slice(start, start + int(width))
             start += int(width)
+        act_meta = self.meta.get("action", {}) if isinstance(self.meta, dict) else {}
+        self._hold_scale = None
+        if act_meta.get("type") == "position" and self._joint_pos is not None and act_meta.get("scale") is not None:
+            # Position targets are default pose + scale * action, and the joint_pos term
+            # is the position minus the default pose: the action that holds still.
+            self._hold_scale = np.asarray(act_meta["scale"], np.float32)
         self.rng = np.random.default_rng(seed)
         self.interventions = 0
         self.steps = 0
@@ -137,14 +146,15 @@ class Shield:
         noise[:, 0] = 0.0  # the policy's own action stays a candidate
         cand = action[:, None, :] + noise
         # A quarter of the candidates lie between the policy's action and a gentler
-        # one: the last action when the robot observes it (a smaller change of a
-        # position target moves the joints slower), else zero (less push). They slow
-        # the robot without the random jerks of noise that cost return and balance.
+        # one (the first of them is that one), which slows the robot without the
+        # random jerks of noise that cost return and balance. The gentler action:
+        # under position control, the target of the joints' present position (hold
+        # still: an arm stops where it is rather than swinging back through the
+        # default pose); else the last action when observed, else zero (less push).
         shrink = n // 4
         if shrink:
             scale = np.linspace(0.0, 1.0, shrink, endpoint=False, dtype=np.float32)[None, :, None]
-            base = obs[:, self._last_action] if self._last_action is not None else np.zeros_like(action)
-            cand[:, 1:1 + shrink] = base[:, None, :] + (action - base)[:, None, :] * scale
+            cand[:, 1:1 + shrink] = self._gentler(obs, action)[:, None, :] * (1.0 - scale) + action[:, None, :] * scale
         if self.action_clip is not None:
             # Some candidates (wide_fraction) span the whole action box: the way out
             # (brake hard, turn away) can be far from what the policy wanted. But a
@@ -154,6 +164,13 @@ class Shield:
             cand[:, n - wide:] = self.rng.uniform(-self.action_clip, self.action_clip, (b, wide, a))
             cand = np.clip(cand, -self.action_clip, self.action_clip)
         return cand
+
+    def _gentler(self, obs: np.ndarray, action: np.ndarray) -> np.ndarray:
+        if self._hold_scale is not None:
+            return obs[:, self._joint_pos] / self._hold_scale
+        if self._last_action is not None:
+            return obs[:, self._last_action]
+        return np.zeros_like(action)
 
     def _pick(self, obs, action, cand):
         b, n, a = cand.shape

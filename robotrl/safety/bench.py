@@ -119,7 +119,7 @@ def shield_result(ppo_run: Path, task: str, spec: dict, preset: dict, seed: int)
     out = ppo_run / "artifact_shielded"
     overrides = [f"policy={ppo_run / 'artifact'}", f"task={task}", f"out={out}", f"seed={seed}", "progress=false",
                  f"eval_episodes={preset['eval_episodes']}", f"transitions={preset['shield_transitions']}",
-                 f"critic.steps={preset['shield_steps']}",
+                 f"critic.steps={preset['shield_steps']}", f"threshold={preset.get('shield_threshold', 'auto')}",
                  *[f"+task.config.{k}={v}" for k, v in (spec.get("config") or {}).items()]]
     summary = fit_shield_cmd(compose("shield", overrides))
     return summary["shielded"]

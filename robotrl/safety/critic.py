@@ -53,6 +53,7 @@ class SafetyCriticConfig:
     steps: int = 20_000
     tau: float = 0.005
     terminal_risk: float = 1.0  # risk of a termination (fall); 0 treats ending the episode as safe
+    weight_decay: float = 0.0  # AdamW's; against a critic that memorizes the layouts it saw
 
     @classmethod
     def from_dict(cls, cfg: dict) -> "SafetyCriticConfig":
@@ -104,6 +105,27 @@ def risk_target(cost, terminated, next_risk, gamma_risk: float, terminal_risk: f
     return violated + (1.0 - violated) * ended
 
 
+def roc_auc(labels, scores) -> float | None:
+    """Area under the ROC curve (ties share their ranks); None when one class is empty."""
+    labels = np.asarray(labels, bool).reshape(-1)
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    pos = int(labels.sum())
+    neg = len(labels) - pos
+    if pos == 0 or neg == 0:
+        return None
+    order = np.argsort(scores, kind="mergesort")
+    _, first, counts = np.unique(scores[order], return_index=True, return_counts=True)
+    ranks = np.empty(len(scores))
+    ranks[order] = np.repeat(first + (counts + 1) / 2.0, counts)
+    return float((ranks[labels].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
+
+
+def violation_auc(critic, dataset: Dataset) -> float | None:
+    """How well the critic's risk of (s, a) ranks the steps that violated (cost > 0)
+    above those that did not: 1 perfect, 0.5 chance."""
+    return roc_auc(dataset.cost > 0, critic.numpy_risk(dataset.obs["policy"], dataset.action))
+
+
 def fit_safety_critic(dataset: Dataset, policy, cfg: SafetyCriticConfig | None = None, seed: int = 0,
                       progress: bool = True, candidates=None) -> SafetyCritic:
     """Fit Q_risk of ``policy`` (any Policy over the dataset's ``policy`` group) on ``dataset``.
@@ -129,7 +151,7 @@ def fit_safety_critic(dataset: Dataset, policy, cfg: SafetyCriticConfig | None =
     critic = SafetyCritic(obs.shape[1], action.shape[1], cfg.hidden)
     critic.obs_norm.update(obs)
     target_critic = copy.deepcopy(critic).requires_grad_(False)
-    optim = torch.optim.Adam(critic.net.parameters(), lr=cfg.learning_rate)
+    optim = torch.optim.AdamW(critic.net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     n, num_actions = len(dataset), action.shape[1]
     bound = float(dataset.meta.get("action_clip") or action.abs().max())
     k = cfg.backup_samples if cfg.backup == "safest" else 0

@@ -104,3 +104,44 @@ def test_eval_of_a_shielded_artifact_reports_interventions(artifact, tmp_path):
     assert main(["eval", f"policy={folder}", "episodes=2", f"out={tmp_path}", "progress=false"]) == 0
     result = json.loads((tmp_path / "eval.json").read_text())
     assert result["intervention_rate"] == 1.0 and result["interventions_mean"] == result["length_mean"]
+
+
+class PositionArm(ConstantPolicy):
+    """A position-controlled arm's policy: target = default + scale * action."""
+    obs_layout = [("joint_pos", 2), ("last_action", 2)]
+    meta = {"action": {"type": "position", "scale": [0.5, 2.0]}}
+
+
+class MotorArm(PositionArm):
+    meta = {"action": {"type": "motor", "scale": [0.5, 2.0]}}
+
+
+def test_a_position_controlled_robot_can_hold_still():
+    """Under position control the gentler candidate is the target of the present joint
+    positions, not the last action (a moving arm's last target is still ahead of it)."""
+    shield = Shield(PositionArm([0.9, 0.0]), forward_risk, 0.3, num_candidates=16, noise_std=0.2, action_clip=1.0)
+    obs = np.array([[0.1, -0.4, 0.8, 0.0]], np.float32)  # joints 0.1, -0.4 rad from the default pose
+    cand = shield.candidates(obs, np.array([[0.9, 0.0]], np.float32))
+    np.testing.assert_allclose(cand[0, 1], [0.2, -0.2])  # (q - default) / scale
+    assert np.all(cand[0, 2:5, 0] > 0.2) and np.all(np.diff(cand[0, 1:5, 0]) > 0)  # on the way to the policy's action
+    # Under motor (torque) control the gentler candidate stays the observed last action.
+    motor = Shield(MotorArm([0.9, 0.0]), forward_risk, 0.3, num_candidates=16, action_clip=1.0)
+    np.testing.assert_allclose(motor.candidates(obs, np.array([[0.9, 0.0]], np.float32))[0, 1], [0.8, 0.0])
+
+
+def test_roc_auc_by_hand():
+    from robotrl.safety.critic import roc_auc
+
+    # Pairs (violating, safe): (0.9, 0.1) 1, (0.9, 0.4) 1, (0.4, 0.1) 1, (0.4, 0.4) a tie, 1/2.
+    assert roc_auc([1, 0, 1, 0], [0.9, 0.1, 0.4, 0.4]) == pytest.approx(3.5 / 4)
+    assert roc_auc([1, 1, 0], [0.2, 0.3, 0.9]) == 0.0
+    assert roc_auc([0, 0], [0.1, 0.2]) is None  # no violation to rank
+
+
+def test_choose_threshold_keeps_the_fewest_interventions_that_meet_the_target():
+    from robotrl.safety.fit_shield import choose_threshold
+
+    rows = [{"threshold": 0.5, "violation_reduction": 0.70}, {"threshold": 0.4, "violation_reduction": 0.92},
+            {"threshold": 0.3, "violation_reduction": 0.97}]
+    assert choose_threshold(rows, 0.9) == 0.4
+    assert choose_threshold(rows, 0.99) == 0.3  # none meets it: the one that cuts the most
