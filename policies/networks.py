@@ -11,11 +11,15 @@ from torch.distributions import Normal
 from robotrl import distributed
 
 
+def _elu(x: torch.Tensor) -> torch.Tensor:
+    # exp(x) - 1 >= x everywhere, so the max picks x above zero and exp(x) - 1 below.
+    return torch.maximum(x, torch.clamp(x, max=0.0).exp_().sub_(1.0))
+
+
 class _EluFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        # exp(x) - 1 >= x everywhere, so the max picks x above zero and exp(x) - 1 below.
-        y = torch.maximum(x, torch.clamp(x, max=0.0).exp_().sub_(1.0))
+        y = _elu(x)
         ctx.save_for_backward(y)
         return y
 
@@ -37,7 +41,7 @@ class ELU(nn.Module):
         if torch.compiler.is_compiling():
             return nn.functional.elu(x)
         if not (x.requires_grad and torch.is_grad_enabled()):
-            return torch.maximum(x, torch.clamp(x, max=0.0).exp_().sub_(1.0))  # no autograd node to build
+            return _elu(x)  # no autograd node to build
         return _EluFunction.apply(x)
 
 

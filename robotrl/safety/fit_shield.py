@@ -33,18 +33,18 @@ def fit_shield_cmd(cfg: dict) -> dict:
     else:
         # The rollouts show the shield's candidate actions, so the critic has seen
         # what it will be asked to judge.
-        behaviour = CandidateExplorer(policy, shield_kwargs, float(cfg["explore"]), seed=int(cfg["seed"]))
-        data = collect(task, int(cfg["transitions"]), policies=[behaviour], noise_std=float(cfg["noise_std"]),
-                       random_fraction=float(cfg["random_fraction"]), num_envs=int(cfg["num_envs"]),
-                       seed=int(cfg["seed"]), progress=cfg["progress"])
+        def rollouts(transitions: int, seed: int, progress: bool):
+            behaviour = CandidateExplorer(policy, shield_kwargs, float(cfg["explore"]), seed=seed)
+            return collect(task, transitions, policies=[behaviour], noise_std=float(cfg["noise_std"]),
+                           random_fraction=float(cfg["random_fraction"]), num_envs=int(cfg["num_envs"]),
+                           seed=seed, progress=progress)
+
+        data = rollouts(int(cfg["transitions"]), int(cfg["seed"]), cfg["progress"])
         source = {"rollouts": len(data), "noise_std": float(cfg["noise_std"]),
                   "random_fraction": float(cfg["random_fraction"]), "explore": float(cfg["explore"])}
         # Episodes the critic never sees (other seeds: other starts, goals, hazard
         # layouts) tell whether it learned the constraint or memorized its data.
-        holdout = collect(task, max(int(cfg["transitions"]) // 4, 1000), policies=[
-            CandidateExplorer(policy, shield_kwargs, float(cfg["explore"]), seed=int(cfg["seed"]) + 1)],
-            noise_std=float(cfg["noise_std"]), random_fraction=float(cfg["random_fraction"]),
-            num_envs=int(cfg["num_envs"]), seed=int(cfg["seed"]) + 1, progress=False)
+        holdout = rollouts(max(int(cfg["transitions"]) // 4, 1000), int(cfg["seed"]) + 1, False)
     critic_cfg = SafetyCriticConfig.from_dict(cfg.get("critic") or {})
     # The "safest" backup chooses among the shield's own candidates.
     backup = Shield(policy, None, 0.0, seed=int(cfg["seed"]),
@@ -73,9 +73,7 @@ def fit_shield_cmd(cfg: dict) -> dict:
         "task": name,
         "unshielded": plain,
         "shielded": shielded,
-        # The two figures the safety targets speak of.
-        "violation_reduction": 1.0 - shielded["violations_mean"] / max(plain["violations_mean"], 1e-9),
-        "return_loss": 1.0 - shielded["return_mean"] / plain["return_mean"] if plain["return_mean"] else None,
+        **against(plain, shielded),
         "critic_violation_auc": auc,
         "threshold": threshold,
         "calibration": calibration,
@@ -85,6 +83,14 @@ def fit_shield_cmd(cfg: dict) -> dict:
     (folder / "shield.json").write_text(json.dumps(summary, indent=2))
     print(format_shield(summary))
     return summary
+
+
+def against(plain: dict, shielded: dict) -> dict:
+    """The two figures the safety targets speak of, shielded against unshielded."""
+    return {
+        "violation_reduction": 1.0 - shielded["violations_mean"] / max(plain["violations_mean"], 1e-9),
+        "return_loss": 1.0 - shielded["return_mean"] / plain["return_mean"] if plain["return_mean"] else None,
+    }
 
 
 def choose_threshold(rows: list[dict], target: float) -> float:
@@ -113,8 +119,7 @@ def calibrate_threshold(policy, critic, task, shield_kwargs: dict, cfg: dict) ->
             "threshold": threshold,
             "violations_mean": res["violations_mean"],
             "return_mean": res["return_mean"],
-            "violation_reduction": 1.0 - res["violations_mean"] / max(plain["violations_mean"], 1e-9),
-            "return_loss": 1.0 - res["return_mean"] / plain["return_mean"] if plain["return_mean"] else None,
+            **against(plain, res),
         })
     return {"episodes": episodes, "seed": seed, "target_violation_reduction": target,
             "unshielded": {"violations_mean": plain["violations_mean"], "return_mean": plain["return_mean"]},
