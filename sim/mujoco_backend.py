@@ -22,6 +22,7 @@ from robotrl.sim.task import Sampler, SimState, Task
 from robotrl.sim.vecenv import VecEnv, validate_actions
 
 _STATE_SPEC = mujoco.mjtState.mjSTATE_FULLPHYSICS
+_CTRL_SPEC = mujoco.mjtState.mjSTATE_CTRL.value
 
 
 def state_slices(model: mujoco.MjModel, spec: int = _STATE_SPEC) -> dict[str, slice]:
@@ -78,6 +79,12 @@ class MujocoVecEnv(VecEnv):
 
         m = self.model
         self.slices = state_slices(m)
+        # Per-step constants, read once: attribute access through the bindings
+        # costs microseconds, and a step's Python budget is a few hundred.
+        self._time_col = self.slices["time"].start
+        self._physics_dt = float(m.opt.timestep)
+        self._physics_per_step = self.frame_skip * self._physics_dt
+        self._action_clip = float(self.cfg["action_clip"])
         self.nstate = mujoco.mj_stateSize(m, _STATE_SPEC)
         n, fs = self.num_envs, self.frame_skip
         self.state = np.zeros((n, self.nstate))
@@ -90,7 +97,12 @@ class MujocoVecEnv(VecEnv):
         self.task_vars: dict[str, np.ndarray] = {}
         self.episode_length = np.zeros(n, dtype=np.int64)
         self.episode_return = np.zeros(n)
-        self.episode_terms: dict[str, np.ndarray] = {}
+        # Reward terms summed over each episode, one row per term (names in
+        # _term_names, known after the first step): one array op per step, not
+        # a few per term.
+        self._term_names: tuple[str, ...] = ()
+        self._term_scales = np.zeros((0, 1))
+        self._term_sums = np.zeros((0, n))
         self.push_interval = (
             int(round(self.dr["push_interval_s"] / self.step_dt))
             if self.dr["enabled"] and self.dr["push_interval_s"] > 0
@@ -162,8 +174,7 @@ class MujocoVecEnv(VecEnv):
                 randomize_model(self.models[i], self.nominal, self.rng, self.dr)
         self.episode_length[ids] = 0
         self.episode_return[ids] = 0.0
-        for v in self.episode_terms.values():
-            v[ids] = 0.0
+        self._term_sums[:, ids] = 0.0
         # A fresh episode starts from the command of a zero action (the default pose
         # for position-controlled robots); with latency it is what the motors hold
         # until the first command arrives.
@@ -195,26 +206,38 @@ class MujocoVecEnv(VecEnv):
     def _observe(self, terms: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         out = {}
         for group, layout in self.obs_layout.items():
-            obs = np.concatenate([terms[name] for name, _ in layout], axis=1)
+            parts = [terms[name] for name, _ in layout]
             # Only what the robot senses is noisy; privileged critic state is clean.
             if group == "policy" and self._policy_noise is not None:
-                obs = obs + self._policy_noise * self.rng.uniform(-1.0, 1.0, size=obs.shape)
-            out[group] = torch.from_numpy(obs.astype(np.float32)).to(self.device)
+                obs = np.concatenate(parts, axis=1)
+                obs = (obs + self._policy_noise * self.rng.uniform(-1.0, 1.0, size=obs.shape)).astype(np.float32)
+            else:
+                obs = np.concatenate(parts, axis=1, dtype=np.float32)
+            out[group] = self._tensor(obs)
         return out
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(array)
+        # .to() on the same device still costs a dispatch; skip it on the CPU.
+        return t if self.device.type == "cpu" else t.to(self.device)
 
     # -------------------------------------------------------------------- step
     def _check_actions(self, actions) -> np.ndarray:
         if isinstance(actions, torch.Tensor):
-            # Checked after the copy to numpy: a torch op costs ~20 us of dispatch per step.
-            actions = actions.detach().to("cpu", torch.float64).numpy()
+            # Checked after the copy to numpy: a torch op costs ~20 us of dispatch per
+            # step, and even a no-op .to() ~8 us; numpy widens float32 exactly.
+            actions = actions.detach()
+            if actions.device.type != "cpu" or actions.dtype not in (torch.float32, torch.float64):
+                actions = actions.to("cpu", torch.float64)
+            actions = actions.numpy()
         a = np.asarray(actions, dtype=np.float64)
         validate_actions(a, self.num_envs, self.num_actions)
         return a
 
     def step(self, actions):
         a = self._check_actions(actions)
-        clip = float(self.cfg["action_clip"])
-        a = np.clip(a, -clip, clip)
+        clip = self._action_clip
+        a = np.minimum(np.maximum(a, -clip), clip)  # np.clip's wrapper costs more than the work
         if self.task.joint_noise:
             # A target domain's motor noise: what the motors get, not what the policy chose.
             a = np.clip(a + self.task.joint_noise * self.sampler.normal(a.shape), -clip, clip)
@@ -232,14 +255,14 @@ class MujocoVecEnv(VecEnv):
             self.datas,
             self.state,
             seq,
-            control_spec=mujoco.mjtState.mjSTATE_CTRL.value,
+            control_spec=_CTRL_SPEC,
             skip_checks=True,
             nstep=self.frame_skip,
             state=self._out_state,
             sensordata=self._out_sens,
         )
-        t = self.slices["time"].start
-        expected_time = self.state[:, t] + self.frame_skip * self.model.opt.timestep
+        t = self._time_col
+        expected_time = self.state[:, t] + self._physics_per_step
         self.state[:] = self._out_state[:, -1]
         self.sensordata[:] = self._out_sens[:, -1]
         self.ctrl[:] = new_ctrl
@@ -254,16 +277,19 @@ class MujocoVecEnv(VecEnv):
         # crash of the whole batch. MuJoCo resets unstable data to the model's
         # initial state (and its clock to zero) inside the rollout, so a clock
         # that did not advance by the frame skip gives the divergence away.
-        clock_reset = np.abs(self.state[:, t] - expected_time) > 0.5 * self.model.opt.timestep
+        clock_reset = np.abs(self.state[:, t] - expected_time) > 0.5 * self._physics_dt
         diverged = clock_reset | ~np.isfinite(self.state).all(axis=1)
         rew_terms = self.task.reward_terms(np, state, a)
-        scales = self.cfg["reward_scales"]
-        reward = np.zeros(self.num_envs)
-        for name, value in rew_terms.items():
-            weighted = np.where(diverged, 0.0, value * float(scales.get(name, 0.0)))
-            reward += weighted
-            self.episode_terms.setdefault(name, np.zeros(self.num_envs))
-            self.episode_terms[name] += weighted
+        if tuple(rew_terms) != self._term_names:
+            self._start_terms(tuple(rew_terms))
+        weighted = self._term_buf
+        for row, value in zip(weighted, rew_terms.values()):
+            row[:] = value
+        weighted *= self._term_scales
+        if diverged.any():
+            weighted[:, diverged] = 0.0
+        reward = weighted.sum(axis=0)
+        self._term_sums += weighted
         cost = np.where(diverged, 0.0, np.asarray(self.task.cost(np, state, a), dtype=np.float64))
         terminated = np.asarray(self.task.terminated(np, state), dtype=bool) | diverged
         time_outs = (self.episode_length >= self.max_episode_length) & ~terminated
@@ -280,8 +306,8 @@ class MujocoVecEnv(VecEnv):
             ep = extras["episode"]
             ep["return"] = float(self.episode_return[done_ids].mean())
             ep["length"] = float(self.episode_length[done_ids].mean())
-            for name, v in self.episode_terms.items():
-                ep[f"rew_{name}"] = float(v[done_ids].mean())
+            for name, v in zip(self._term_names, self._term_sums[:, done_ids].mean(axis=1)):
+                ep[f"rew_{name}"] = float(v)
             extras["episode_returns"] = self.episode_return[done_ids].copy()
             extras["episode_lengths"] = self.episode_length[done_ids].copy()
             # The last observation of each finished episode (clean, no noise), for
@@ -296,16 +322,18 @@ class MujocoVecEnv(VecEnv):
             self._reset_ids(done_ids)
         terms = self.task.observation_terms(np, self._sim_state())
         self._obs = self._observe(terms)
-        dev = self.device
-        extras["time_outs"] = torch.from_numpy(time_outs).to(dev)
-        extras["cost"] = torch.from_numpy(cost.astype(np.float32)).to(dev)
-        extras["terminated"] = torch.from_numpy(terminated).to(dev)
-        return (
-            self._obs,
-            torch.from_numpy(reward.astype(np.float32)).to(dev),
-            torch.from_numpy(done).to(dev),
-            extras,
-        )
+        extras["time_outs"] = self._tensor(time_outs)
+        extras["cost"] = self._tensor(cost.astype(np.float32))
+        extras["terminated"] = self._tensor(terminated)
+        return self._obs, self._tensor(reward.astype(np.float32)), self._tensor(done), extras
+
+    def _start_terms(self, names: tuple[str, ...]) -> None:
+        """(Re)start the per-term episode sums for the task's reward term names."""
+        scales = self.cfg["reward_scales"]
+        self._term_names = names
+        self._term_scales = np.array([float(scales.get(n, 0.0)) for n in names])[:, None]
+        self._term_sums = np.zeros((len(names), self.num_envs))
+        self._term_buf = np.zeros((len(names), self.num_envs))
 
     def _push(self, ids: np.ndarray) -> None:
         """Kick the root's velocity (the task's ``push_dofs``)."""

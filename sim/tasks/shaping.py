@@ -28,8 +28,20 @@ def quat_rotate(xp, quat, vec):
 def projected_gravity(xp, quat):
     """Unit gravity ``(0, 0, -1)`` seen in the body frame of ``quat`` (N,4, wxyz): minus the
     third row of the rotation matrix, what a robot gets from its IMU orientation."""
+    return xp.stack(projected_gravity_xyz(quat), axis=1)
+
+
+def projected_gravity_xyz(quat):
+    """:func:`projected_gravity` as three ``(N,)`` components, for callers that need
+    only some of them (no stacking)."""
     w, x, y, z = quat[:, 0], quat[:, 1], quat[:, 2], quat[:, 3]
     gx = 2.0 * (w * y - x * z)
     gy = -2.0 * (y * z + w * x)
     gz = 2.0 * (x * x + y * y) - 1.0
-    return xp.stack([gx, gy, gz], axis=1)
+    return gx, gy, gz
+
+
+def projected_gravity_z(quat):
+    """The z component of :func:`projected_gravity`: -1 upright, +1 upside down."""
+    x, y = quat[:, 1], quat[:, 2]
+    return 2.0 * (x * x + y * y) - 1.0

@@ -192,3 +192,33 @@ def test_diverged_env_terminates_alone(backend):
         assert done[1] and extras["terminated"][1] and not extras["time_outs"][1]
         assert torch.isfinite(rew).all() and rew[1] == 0.0
         assert np.isfinite(physics_state(env)).all()  # env 1 was reset
+
+
+def test_action_dtypes_agree_and_the_callers_tensor_is_untouched():
+    """float32, float64, half-precision torch and numpy actions drive the same
+    physics; the step clips a copy, never the caller's batch."""
+    action = torch.arange(-48, 48, dtype=torch.float64).reshape(8, 12) / 8  # up to 6, beyond action_clip=4
+    kept = action.clone()
+    states = []
+    for a in (action, action.float(), action.to(torch.bfloat16), action.numpy()):
+        with make_env("quadruped_walk", 8, seed=1) as env:
+            env.step(a)
+            states.append(physics_state(env))
+    assert torch.equal(action, kept)
+    np.testing.assert_array_equal(states[0], states[1])  # these values are exact in float32
+    np.testing.assert_array_equal(states[0], states[3])
+    np.testing.assert_array_equal(states[0], states[2])  # eighths are exact in bfloat16 too
+
+
+def test_episode_reward_terms_add_up_to_the_return():
+    with make_env("quadruped_walk", 16, seed=2) as env:
+        g = torch.Generator().manual_seed(0)
+        for _ in range(200):
+            _, _, done, extras = env.step(torch.randn(16, 12, generator=g))
+            if done.any():
+                ep = extras["episode"]
+                terms = sum(v for k, v in ep.items() if k.startswith("rew_"))
+                assert len([k for k in ep if k.startswith("rew_")]) == 13
+                assert terms == pytest.approx(ep["return"], rel=1e-9, abs=1e-9)
+                return
+    pytest.fail("no episode ended in 200 steps of random actions")
