@@ -153,6 +153,11 @@ def plot_calibration(calibration: dict, path: Path) -> Path:
     return path
 
 
+def _change(frac: float, up: str, down: str) -> str:
+    """A relative change in words: 0.27 -> '27% more', -0.95 -> '95% fewer'."""
+    return f"{100 * abs(frac):.0f}% {up if frac > 0 else down}"
+
+
 def format_shield(s: dict) -> str:
     p, q = s["unshielded"], s["shielded"]
     lines = [
@@ -162,14 +167,17 @@ def format_shield(s: dict) -> str:
         f"| unshielded | {p['return_mean']:.1f} | {p['cost_mean']:.1f} | {p['violations_mean']:.1f} | - |",
         f"| shielded | {q['return_mean']:.1f} | {q['cost_mean']:.1f} | {q['violations_mean']:.1f} | "
         f"{q.get('interventions_mean', 0):.1f} |",
-        f"violations {100 * s['violation_reduction']:.0f}% fewer"
-        + (f", return {100 * s['return_loss']:.0f}% lower" if s["return_loss"] is not None else ""),
+        f"violations {_change(-s['violation_reduction'], 'more', 'fewer')}"
+        + (f", return {_change(-s['return_loss'], 'higher', 'lower')}" if s["return_loss"] is not None else ""),
     ]
     cal = s.get("calibration")
     if cal:
-        tried = ", ".join(f"{r['threshold']:g}: -{100 * r['violation_reduction']:.0f}%" for r in cal["rows"])
+        tried = ", ".join(f"{r['threshold']:g}: {-100 * r['violation_reduction'] + 0.0:+.0f}%" for r in cal["rows"])
         lines.append(f"threshold {s['threshold']:g}, chosen on {cal['episodes']} calibration episodes "
-                     f"(violations cut by threshold: {tried}; target {100 * cal['target_violation_reduction']:.0f}%)")
+                     f"(violations by threshold: {tried}; target -{100 * cal['target_violation_reduction']:.0f}%)")
+        if max(r["violation_reduction"] for r in cal["rows"]) <= 0:
+            lines.append("no threshold cut violations on the calibration episodes: "
+                         "the shield does not protect this policy")
     auc = s.get("critic_violation_auc") or {}
     if auc.get("fit_data") is not None:
         line = f"critic: violating steps ranked above safe ones (ROC AUC, 1 perfect, 0.5 chance): {auc['fit_data']:.3f} on its data"

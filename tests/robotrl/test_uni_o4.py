@@ -1,5 +1,5 @@
 """Uni-O4: pure losses, the dynamics ensemble and OPE, the runner through the CLI,
-and learning (slow): offline beats BC of the data, online fine-tuning improves."""
+and learning (slow): online fine-tuning improves on the offline policy; offline against BC is reported."""
 from __future__ import annotations
 
 import json
@@ -389,22 +389,24 @@ def test_bad_input(tmp_path, dataset_file, capsys):
 
 # ----------------------------------------------------------------- learning
 @pytest.mark.slow
-@pytest.mark.xfail(reason="thresholds were measured on pendulum observations that lagged a physics substep; "
-                          "on qpos/qvel observations BC reached 137.6 and Uni-O4 offline 117.8 (seed 0)", strict=False)
-def test_uni_o4_beats_bc_offline_and_fine_tunes_online(tmp_path):
-    """Pendulum swing-up with a medium dataset: PPO trained for 150 k steps
-    (deterministic return ~130; random actions score ~-5, the hand controller ~385,
-    the best possible ~450), its actions plus Gaussian noise 0.3 for 16 episodes
-    (8000 transitions, dataset return ~136). Uni-O4 with 3000 pre-training and 1000
-    improvement steps, then 164 k online env steps with the default (reference-like,
-    gentle) online settings. Measured returns (16 deterministic episodes each):
+def test_uni_o4_fine_tunes_online_and_reports_offline_against_bc(tmp_path):
+    """Pendulum swing-up with a medium dataset: PPO trained for 150 k steps, its
+    actions plus Gaussian noise 0.3 for 16 episodes (8000 transitions). Uni-O4 with
+    3000 pre-training and 1000 improvement steps, then 164 k online env steps with
+    the default (reference-like, gentle) online settings; returns over 16
+    deterministic episodes.
 
-        Uni-O4 seed   BC (best member by OPE)   Uni-O4 offline   fine-tuned
-        0             114                       158              202
-        1             131                       166              201
-        2             115                       137              (188 after 82 k steps)
-
-    About 2-2.5 min on one core shared with other jobs."""
+    Asserted: online fine-tuning ends well above its offline start (the paper's
+    claim). Reported as an expected failure: the offline policy beating BC of the
+    data. The data is noise around one PPO policy, so BC already recovers the
+    behaviour's mean and the improvement has little room; with Q and the dynamics
+    model fitted on 8000 transitions it loses return instead, and both OPE scores
+    (the reference's mean Q, and a model return with V at the horizon, even when
+    all five elite models must agree) accept the worse policies. Measured with
+    torch 2.14.1, one thread (seed 0): dataset 96, BC 88.8, offline 34.5 (mean-Q
+    gate; 35.8 with the model-return gate, 33.0 with all elites agreeing),
+    fine-tuned 222.9; 67 s. Earlier builds measured BC 137.6, offline 117.8,
+    fine-tuned 247.5."""
     from robotrl.cli import compose, main
     from robotrl.policies.artifact import ArtifactPolicy
     from robotrl.uni_o4_runner import UniO4Runner
@@ -432,5 +434,6 @@ def test_uni_o4_beats_bc_offline_and_fine_tunes_online(tmp_path):
     bc, offline, final = result["bc"]["return_mean"], result["offline"]["return_mean"], result["return_mean"]
     print(f"dataset {ds.episode_returns.mean():.1f}  BC {bc:.1f}  Uni-O4 offline {offline:.1f}  fine-tuned {final:.1f}")
     assert result["offline_selection"]["method"] == "ope"
-    assert offline > bc + 10, (bc, offline)  # measured +44, +35, +22 over seeds 0/1/2
-    assert final > offline + 15, (offline, final)  # measured +43, +36 over seeds 0/1
+    assert final > offline + 15, (offline, final)
+    if offline <= bc + 10:
+        pytest.xfail(f"Uni-O4 offline {offline:.1f} not above BC {bc:.1f} + 10 on this dataset (see the docstring)")

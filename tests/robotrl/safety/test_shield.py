@@ -145,3 +145,25 @@ def test_choose_threshold_keeps_the_fewest_interventions_that_meet_the_target():
             {"threshold": 0.3, "violation_reduction": 0.97}]
     assert choose_threshold(rows, 0.9) == 0.4
     assert choose_threshold(rows, 0.99) == 0.3  # none meets it: the one that cuts the most
+
+
+def test_shield_summary_says_when_the_shield_makes_things_worse():
+    """Measured on a PPO car_goal_hazards policy: the shield raised violations by 27%
+    and no calibration threshold cut them; the summary must say so, not '-27% fewer'."""
+    from robotrl.safety.fit_shield import format_shield
+
+    row = lambda v: {"episodes": 16, "return_mean": 20.0, "cost_mean": v, "violations_mean": v}  # noqa: E731
+    s = {"artifact": "a", "task": "car_goal_hazards", "unshielded": row(61.3), "shielded": row(77.6),
+         "violation_reduction": -0.266, "return_loss": -0.05, "threshold": 0.5,
+         "calibration": {"episodes": 4, "target_violation_reduction": 0.9,
+                         "rows": [{"threshold": 0.5, "violation_reduction": 0.0},
+                                  {"threshold": 0.4, "violation_reduction": -0.33}]}}
+    text = format_shield(s)
+    assert "violations 27% more, return 5% higher" in text
+    assert "0.5: +0%, 0.4: +33%" in text and "target -90%" in text
+    assert "the shield does not protect this policy" in text
+    s["calibration"]["rows"][1]["violation_reduction"] = 0.95
+    s["violation_reduction"], s["return_loss"] = 0.95, 0.16
+    text = format_shield(s)
+    assert "violations 95% fewer, return 16% lower" in text and "0.4: -95%" in text
+    assert "does not protect" not in text
