@@ -251,12 +251,14 @@ def train_sb3(seed, steps=3_000_000, num_envs=64):
 # torch 2.13, and 262.3 (3 M steps) / 261.6 (4 M) with torch 2.14.1 on one thread:
 # on the threshold, so which side a run lands depends on the build and threads.
 @pytest.mark.slow
-@pytest.mark.xfail(reason="on the threshold with the unlagged cartpole observations: seed 0 gave 237.9 "
-                          "(torch 2.13) and 262.3 (torch 2.14.1, one thread)", strict=False)
 def test_rsl_rl_ppo_swings_up_cartpole():
     t0 = time.perf_counter()
     ret, upright = train_rsl_rl(seed=0)
-    assert ret >= 250, (ret, upright, time.perf_counter() - t0)
+    # Past the pole-spinning plateau (~140) for certain; the swing-up bar of 250 is
+    # reported, not asserted, since it sits on rsl_rl's measured returns.
+    assert ret >= 200, (ret, upright, time.perf_counter() - t0)
+    if ret < 250:
+        pytest.xfail(f"rsl_rl return {ret:.1f} below the swing-up bar 250 (measured 237.9-262.3 for seed 0)")
 
 
 @pytest.mark.slow
