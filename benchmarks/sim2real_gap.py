@@ -139,11 +139,25 @@ def main() -> None:
     ap = parser(__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, help="seeds per method (full preset: 3)")
     ap.add_argument("--workdir", type=Path, help="keep the runs here (default: a temporary folder)")
+    ap.add_argument("--tasks", nargs="+", help="a subset of the preset's tasks")
+    ap.add_argument("--shifts", nargs="+", help="a subset of the preset's target-domain shifts")
+    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=N",
+                    help=f"override a budget of the preset, e.g. sim_steps=30000 ({', '.join(k for k, v in FULL.items() if isinstance(v, int))})")
     args = ap.parse_args()
     p = dict(QUICK if args.quick else FULL)
     if args.seeds:
         p["seeds"] = args.seeds
+    for name in ("tasks", "shifts"):
+        if getattr(args, name):
+            p[name] = tuple(getattr(args, name))
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if not isinstance(FULL.get(key), int) or not value.isdigit():
+            ap.error(f"--set {item}: expected KEY=N with KEY one of the integer budgets of the preset")
+        p[key] = int(value)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="sim2real_gap_"))
+    if work.exists() and any(work.iterdir()):
+        ap.error(f"--workdir {work} is not empty (runs of an earlier benchmark?); choose an empty or new folder")
     work.mkdir(parents=True, exist_ok=True)
     from robotrl.datasets import collect, save_dataset
 
@@ -173,7 +187,10 @@ def main() -> None:
     png = (args.json.with_suffix(".png") if args.json else work / "sim2real_gap.png")
     bar_chart(results, png)
     print(f"bar chart: {png}")
-    write_json(args.json, "sim2real_gap", rows, preset="quick" if args.quick else "full", settings=p,
+    preset = "quick" if args.quick else "full"
+    if args.set or args.tasks or args.shifts or args.seeds:
+        preset += " (modified: see settings)"
+    write_json(args.json, "sim2real_gap", rows, preset=preset, settings=p,
                wall_time_s=time.perf_counter() - t_start, results=results,
                note="ratio = (robotrl method + return_offset) / (baseline + return_offset); the offset makes "
                     "returns positive where any is <= 0")
