@@ -103,6 +103,7 @@ class MujocoVecEnv(VecEnv):
         self._term_names: tuple[str, ...] = ()
         self._term_scales = np.zeros((0, 1))
         self._term_sums = np.zeros((0, n))
+        self._term_buf = np.zeros((0, n))
         self.push_interval = (
             int(round(self.dr["push_interval_s"] / self.step_dt))
             if self.dr["enabled"] and self.dr["push_interval_s"] > 0
