@@ -161,6 +161,9 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     from robotrl.datasets import collect, save_dataset
 
+    preset = "quick" if args.quick else "full"
+    if args.set or args.tasks or args.shifts or args.seeds:
+        preset += " (modified: see settings)"
     results, rows, table = [], [], []
     t_start = time.perf_counter()
     for task in p["tasks"]:
@@ -177,6 +180,9 @@ def main() -> None:
             results.append({"task": task, "shift": shift, "dataset_return": float(np.mean(data.episode_returns)),
                             "returns": per_method})
             rows += comparison_rows(task, shift, per_method)
+            # An hour-long run keeps what it has measured if a later task fails.
+            write_json(args.json, "sim2real_gap", rows, preset=preset, settings=p, complete=False, results=results,
+                       wall_time_s=time.perf_counter() - t_start)
             for m in METHODS:
                 table.append({"task": task, "shift": shift, "method": m,
                               "return": f"{np.mean(per_method[m]):.1f} ± {np.std(per_method[m]):.1f}"})
@@ -187,10 +193,7 @@ def main() -> None:
     png = (args.json.with_suffix(".png") if args.json else work / "sim2real_gap.png")
     bar_chart(results, png)
     print(f"bar chart: {png}")
-    preset = "quick" if args.quick else "full"
-    if args.set or args.tasks or args.shifts or args.seeds:
-        preset += " (modified: see settings)"
-    write_json(args.json, "sim2real_gap", rows, preset=preset, settings=p,
+    write_json(args.json, "sim2real_gap", rows, preset=preset, settings=p, complete=True,
                wall_time_s=time.perf_counter() - t_start, results=results,
                note="ratio = (robotrl method + return_offset) / (baseline + return_offset); the offset makes "
                     "returns positive where any is <= 0")
