@@ -37,8 +37,7 @@ def projected_gravity_xyz(quat):
     w, x, y, z = quat[:, 0], quat[:, 1], quat[:, 2], quat[:, 3]
     gx = 2.0 * (w * y - x * z)
     gy = -2.0 * (y * z + w * x)
-    gz = 2.0 * (x * x + y * y) - 1.0
-    return gx, gy, gz
+    return gx, gy, projected_gravity_z(quat)
 
 
 def projected_gravity_z(quat):
