@@ -54,6 +54,9 @@ class SafetyCriticConfig:
     tau: float = 0.005
     terminal_risk: float = 1.0  # risk of a termination (fall); 0 treats ending the episode as safe
     weight_decay: float = 0.0  # AdamW's; against a critic that memorizes the layouts it saw
+    # Observation terms that read 1 - d / d_max (pseudo-lidar); the critic sees them as
+    # log distance. Those the policy does not observe are skipped.
+    distance_terms: tuple = ("hazard_lidar", "goal_lidar")
 
     @classmethod
     def from_dict(cls, cfg: dict) -> "SafetyCriticConfig":
@@ -64,6 +67,8 @@ class SafetyCriticConfig:
         values = dict(cfg)
         if "hidden" in values:
             values["hidden"] = tuple(int(w) for w in values["hidden"])
+        if "distance_terms" in values:
+            values["distance_terms"] = tuple(str(t) for t in values["distance_terms"] or ())
         return cls(**values)
 
     def __post_init__(self):
@@ -74,16 +79,32 @@ class SafetyCriticConfig:
 
 
 class SafetyCritic(nn.Module):
-    """(obs, action) -> risk in [0, 1]."""
+    """(obs, action) -> risk in [0, 1].
 
-    def __init__(self, obs_dim: int, num_actions: int, hidden=(256, 256)):
+    ``distance_columns`` are observation columns that read ``1 - d / d_max`` (pseudo-lidar);
+    the critic sees them as ``log(d / d_max)``. Inside a hazard of radius 0.2 m a 3 m lidar
+    reads above 0.933, and 99% of safe steps read below 0.929: on the linear scale that
+    boundary is a tenth of a standard deviation wide, and an MLP classifying violations
+    fitted its data (AUC 0.97) but ranked held-out episodes at 0.74; on log distance, 0.98."""
+
+    def __init__(self, obs_dim: int, num_actions: int, hidden=(256, 256), distance_columns=()):
         super().__init__()
+        mask = torch.zeros(obs_dim, dtype=torch.bool)
+        mask[list(distance_columns)] = True
+        self.register_buffer("distance_mask", mask)
+        self.has_distance = bool(mask.any())  # a Python flag: the export traces no data-dependent branch
         self.obs_norm = EmpiricalNormalization(obs_dim)
         self.net = mlp(obs_dim + num_actions, hidden, 1, "relu")
         self.obs_dim, self.num_actions = obs_dim, num_actions
 
+    def features(self, obs: torch.Tensor) -> torch.Tensor:
+        if not self.has_distance:
+            return obs
+        log_distance = torch.log(torch.clamp(1.0 - obs, min=0.0) + 1e-3)
+        return torch.where(self.distance_mask, log_distance, obs)
+
     def logits(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([self.obs_norm(obs), action], dim=-1)).squeeze(-1)
+        return self.net(torch.cat([self.obs_norm(self.features(obs)), action], dim=-1)).squeeze(-1)
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(obs, action))
@@ -92,6 +113,16 @@ class SafetyCritic(nn.Module):
         """The Shield's critic interface, straight from torch (before export)."""
         with torch.no_grad():
             return self(torch.as_tensor(obs, dtype=torch.float32), torch.as_tensor(action, dtype=torch.float32)).numpy()
+
+
+def distance_columns(layout, names) -> list[int]:
+    """Columns of the observation terms ``names`` in ``layout`` [(name, size), ...]."""
+    columns, start = [], 0
+    for name, size in layout or ():
+        if name in names:
+            columns += range(start, start + int(size))
+        start += int(size)
+    return columns
 
 
 def risk_target(cost, terminated, next_risk, gamma_risk: float, terminal_risk: float = 1.0):
@@ -148,8 +179,9 @@ def fit_safety_critic(dataset: Dataset, policy, cfg: SafetyCriticConfig | None =
     # The policy is fixed, so its next actions are computed once, not per batch.
     next_action = torch.as_tensor(np.asarray(policy.act(dataset.next_obs["policy"]), np.float32))
     cost, terminated = torch.as_tensor(dataset.cost), torch.as_tensor(dataset.terminated)
-    critic = SafetyCritic(obs.shape[1], action.shape[1], cfg.hidden)
-    critic.obs_norm.update(obs)
+    critic = SafetyCritic(obs.shape[1], action.shape[1], cfg.hidden,
+                          distance_columns(getattr(policy, "obs_layout", None), cfg.distance_terms))
+    critic.obs_norm.update(critic.features(obs))
     target_critic = copy.deepcopy(critic).requires_grad_(False)
     optim = torch.optim.AdamW(critic.net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     n, num_actions = len(dataset), action.shape[1]

@@ -167,3 +167,28 @@ def test_shield_summary_says_when_the_shield_makes_things_worse():
     text = format_shield(s)
     assert "violations 95% fewer, return 16% lower" in text and "0.4: -95%" in text
     assert "does not protect" not in text
+
+
+def test_the_critic_reads_lidar_as_log_distance_on_the_robot_too(artifact, tmp_path):
+    """A pseudo-lidar reads 1 - d / d_max; the critic sees log distance, and the exported
+    ONNX (what the robot runs) applies the same transform."""
+    from robotrl.policies.artifact import ArtifactPolicy
+    from robotrl.safety.critic import distance_columns
+
+    layout = ArtifactPolicy(artifact).obs_layout  # point_goal_hazards: 2 + 1 + 16 goal + 16 hazard + 2
+    assert [n for n, _ in layout][2:4] == ["goal_lidar", "hazard_lidar"]
+    assert distance_columns(layout, ("hazard_lidar",)) == list(range(19, 35))
+    assert distance_columns(layout, ("no_such_term",)) == []
+    critic = SafetyCritic(37, 2, (32, 32), distance_columns(layout, ("hazard_lidar", "goal_lidar")))
+    obs = np.random.default_rng(1).uniform(0.0, 1.0, size=(64, 37)).astype(np.float32)
+    feats = critic.features(torch.as_tensor(obs)).numpy()
+    np.testing.assert_allclose(feats[:, 3:35], np.log(1.0 - obs[:, 3:35] + 1e-3), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(feats[:, :3], obs[:, :3])
+    np.testing.assert_array_equal(feats[:, 35:], obs[:, 35:])
+    # 0.94 (inside a 0.2 m hazard of a 3 m lidar) and 0.92 (outside): 0.28 apart in log distance, 0.02 in lidar
+    near = critic.features(torch.tensor([[0.94] * 37, [0.92] * 37])).numpy()[:, 20]
+    assert near[1] - near[0] > 0.25
+    torch.nn.init.normal_(critic.net[-1].weight, std=1.0)
+    folder = export_shield(critic, artifact, threshold=0.4, out=tmp_path / "lidar")
+    act = np.random.default_rng(2).uniform(-1, 1, size=(64, 2)).astype(np.float32)
+    np.testing.assert_allclose(load_shielded_policy(folder).critic(obs, act), critic.numpy_risk(obs, act), atol=1e-5)
