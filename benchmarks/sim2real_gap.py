@@ -17,6 +17,7 @@ first where needed (by ``1 - min`` over all methods of that task and shift) and
 the row says so (``shift``).
 
     python benchmarks/sim2real_gap.py --json out.json [--quick] [--seeds 3]
+    python benchmarks/sim2real_gap.py --combine a.json b.json --json all.json   # merge finished runs
 """
 from __future__ import annotations
 
@@ -143,7 +144,12 @@ def main() -> None:
     ap.add_argument("--shifts", nargs="+", help="a subset of the preset's target-domain shifts")
     ap.add_argument("--set", nargs="+", default=[], metavar="KEY=N",
                     help=f"override a budget of the preset, e.g. sim_steps=30000 ({', '.join(k for k, v in FULL.items() if isinstance(v, int))})")
+    ap.add_argument("--combine", nargs="+", type=Path, metavar="JSON",
+                    help="run nothing: merge the JSON of finished runs (same budgets, other tasks or shifts) "
+                         "into one table, chart and --json")
     args = ap.parse_args()
+    if args.combine:
+        return combine(args)
     p = dict(QUICK if args.quick else FULL)
     if args.seeds:
         p["seeds"] = args.seeds
@@ -164,7 +170,7 @@ def main() -> None:
     preset = "quick" if args.quick else "full"
     if args.set or args.tasks or args.shifts or args.seeds:
         preset += " (modified: see settings)"
-    results, rows, table = [], [], []
+    results, rows = [], []
     t_start = time.perf_counter()
     for task in p["tasks"]:
         for shift in p["shifts"]:
@@ -183,9 +189,16 @@ def main() -> None:
             # An hour-long run keeps what it has measured if a later task fails.
             write_json(args.json, "sim2real_gap", rows, preset=preset, settings=p, complete=False, results=results,
                        wall_time_s=time.perf_counter() - t_start)
-            for m in METHODS:
-                table.append({"task": task, "shift": shift, "method": m,
-                              "return": f"{np.mean(per_method[m]):.1f} ± {np.std(per_method[m]):.1f}"})
+    finish(args, results, rows, p, preset, time.perf_counter() - t_start, work)
+    if args.workdir is None and args.json:
+        shutil.rmtree(work)  # a temporary folder of runs nobody asked to keep (a failed run keeps it)
+
+
+def finish(args, results: list[dict], rows: list[dict], p: dict, preset: str, wall_time_s: float, work: Path,
+           **extra) -> None:
+    table = [{"task": r["task"], "shift": r["shift"], "method": m,
+              "return": f"{np.mean(r['returns'][m]):.1f} ± {np.std(r['returns'][m]):.1f}"}
+             for r in results for m in METHODS]
     print_table(table, [("task", "task"), ("shift", "shift"), ("method", "method"), ("return", "target return")])
     print()
     print_table(rows, [("task", "task"), ("shift", "shift"), ("comparison", "comparison"),
@@ -194,9 +207,34 @@ def main() -> None:
     bar_chart(results, png)
     print(f"bar chart: {png}")
     write_json(args.json, "sim2real_gap", rows, preset=preset, settings=p, complete=True,
-               wall_time_s=time.perf_counter() - t_start, results=results,
+               wall_time_s=wall_time_s, results=results,
                note="ratio = (robotrl method + return_offset) / (baseline + return_offset); the offset makes "
-                    "returns positive where any is <= 0")
+                    "returns positive where any is <= 0", **extra)
+
+
+def combine(args) -> None:
+    """One table, chart and JSON from runs of the same budgets on different tasks or
+    shifts (hours each, so they are often run one task and shift at a time)."""
+    runs = [json.loads(Path(f).read_text()) for f in args.combine]
+    budgets = [{k: v for k, v in r["settings"].items() if k not in ("tasks", "shifts")} for r in runs]
+    for f, b in zip(args.combine[1:], budgets[1:]):
+        if b != budgets[0]:
+            diff = sorted(k for k in set(b) | set(budgets[0]) if b.get(k) != budgets[0].get(k))
+            raise SystemExit(f"{f} was run with other settings than {args.combine[0]} ({', '.join(diff)}): "
+                             "its returns are not comparable")
+    for f, r in zip(args.combine, runs):
+        if r.get("complete") is False:  # files written before the key existed were written only at the end
+            raise SystemExit(f"{f} is from a run that did not finish (complete=false)")
+    results = [res for r in runs for res in r["results"]]
+    seen = [(res["task"], res["shift"]) for res in results]
+    if len(set(seen)) != len(seen):
+        raise SystemExit(f"the files measure a task and shift twice: {seen}")
+    p = {**budgets[0], "tasks": sorted({t for t, _ in seen}), "shifts": sorted({s for _, s in seen})}
+    rows = [row for r in runs for row in r["rows"]]
+    finish(args, results, rows, p, runs[0]["preset"], sum(r["wall_time_s"] for r in runs), Path("."),
+           combined_from=[{"file": str(f), "date": r["machine"]["date"], "tasks": r["settings"]["tasks"],
+                           "shifts": r["settings"]["shifts"], "wall_time_s": r["wall_time_s"]}
+                          for f, r in zip(args.combine, runs)])
 
 if __name__ == "__main__":
     main()

@@ -85,3 +85,23 @@ def test_sim2real_gap_quick(tmp_path):
         assert row["baseline_return"] + offset > 0 and row["method_return"] + offset > 0
         assert row["ratio"] == pytest.approx((row["method_return"] + offset) / (row["baseline_return"] + offset))
     assert (tmp_path / "sim2real_gap.png").stat().st_size > 1000
+
+    # Runs of other shifts merge into one table, chart and JSON (the measured figures
+    # are made one task and shift at a time); runs of other budgets do not.
+    other = json.loads(json.dumps(data))
+    for item in other["results"] + other["rows"]:
+        item["shift"] = "friction_0.3x"
+    other["settings"]["shifts"] = ["friction_0.3x"]
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    merged = tmp_path / "merged.json"
+    proc = subprocess.run([sys.executable, str(BENCH / "sim2real_gap.py"), "--combine", str(tmp_path / "sim2real_gap.json"),
+                           str(tmp_path / "other.json"), "--json", str(merged)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    both = json.loads(merged.read_text())
+    assert [r["shift"] for r in both["results"]] == ["gravity_2x", "friction_0.3x"] and len(both["rows"]) == 6
+    assert both["settings"]["shifts"] == ["friction_0.3x", "gravity_2x"] and len(both["combined_from"]) == 2
+    other["settings"]["sim_steps"] += 1
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    proc = subprocess.run([sys.executable, str(BENCH / "sim2real_gap.py"), "--combine", str(tmp_path / "sim2real_gap.json"),
+                           str(tmp_path / "other.json")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "sim_steps" in proc.stderr
