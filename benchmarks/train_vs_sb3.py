@@ -75,6 +75,7 @@ def robotrl_time(task: str, threshold: float, limit: float, seed: int, overrides
 def sb3_time(task: str, threshold: float, limit: float, seed: int) -> dict:
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.logger import Logger
     from stable_baselines3.common.vec_env import VecNormalize
 
     from robotrl.sim import make_env
@@ -102,6 +103,8 @@ def sb3_time(task: str, threshold: float, limit: float, seed: int) -> dict:
     model = PPO("MlpPolicy", venv, n_steps=256, batch_size=256, n_epochs=10, learning_rate=3e-4, gamma=0.99,
                 gae_lambda=0.95, clip_range=0.2, ent_coef=0.0, seed=seed, device="cpu", verbose=0,
                 stats_window_size=WINDOW)
+    # SB3's default logger makes an empty SB3-<date> folder in /tmp on every learn().
+    model.set_logger(Logger(folder=None, output_formats=[]))
     cb = Stop()
     t0 = time.perf_counter()
     setup_s = t0 - t_setup
