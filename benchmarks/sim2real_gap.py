@@ -149,6 +149,8 @@ def main() -> None:
                          "into one table, chart and --json")
     args = ap.parse_args()
     if args.combine:
+        if not args.json:
+            ap.error("--combine needs --json OUT: where the merged JSON and chart go")
         return combine(args)
     p = dict(QUICK if args.quick else FULL)
     if args.seeds:
@@ -231,7 +233,7 @@ def combine(args) -> None:
         raise SystemExit(f"the files measure a task and shift twice: {seen}")
     p = {**budgets[0], "tasks": sorted({t for t, _ in seen}), "shifts": sorted({s for _, s in seen})}
     rows = [row for r in runs for row in r["rows"]]
-    finish(args, results, rows, p, runs[0]["preset"], sum(r["wall_time_s"] for r in runs), Path("."),
+    finish(args, results, rows, p, runs[0]["preset"], sum(r["wall_time_s"] for r in runs), args.json.parent,
            combined_from=[{"file": str(f), "date": r["machine"]["date"], "tasks": r["settings"]["tasks"],
                            "shifts": r["settings"]["shifts"], "wall_time_s": r["wall_time_s"]}
                           for f, r in zip(args.combine, runs)])

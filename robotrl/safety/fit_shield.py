@@ -63,7 +63,8 @@ def fit_shield_cmd(cfg: dict) -> dict:
     folder = export_shield(critic, artifact, threshold, int(cfg["candidates"]),
                            float(cfg["candidate_std"]), out=out, wide_fraction=float(cfg["wide_fraction"]),
                            fit_info={**source, "gamma_risk": critic_cfg.gamma_risk, "steps": critic_cfg.steps,
-                                     "distance_terms": list(critic_cfg.distance_terms),
+                                     # the ones this policy observes, not the configured list
+                                     "distance_terms": [n for n, _ in policy.obs_layout if n in critic_cfg.distance_terms],
                                      "violation_auc": auc})
     episodes, seed = int(cfg["eval_episodes"]), int(cfg["seed"]) + 10_000
     plain = evaluate(policy, task, episodes, seed=seed, progress=cfg["progress"])

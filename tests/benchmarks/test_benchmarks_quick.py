@@ -103,5 +103,9 @@ def test_sim2real_gap_quick(tmp_path):
     other["settings"]["sim_steps"] += 1
     (tmp_path / "other.json").write_text(json.dumps(other))
     proc = subprocess.run([sys.executable, str(BENCH / "sim2real_gap.py"), "--combine", str(tmp_path / "sim2real_gap.json"),
-                           str(tmp_path / "other.json")], capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0 and "sim_steps" in proc.stderr
+                           str(tmp_path / "other.json"), "--json", str(tmp_path / "bad.json")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "sim_steps" in proc.stderr and not (tmp_path / "bad.json").exists()
+    proc = subprocess.run([sys.executable, str(BENCH / "sim2real_gap.py"), "--combine", str(tmp_path / "sim2real_gap.json")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "needs --json" in proc.stderr

@@ -226,6 +226,7 @@ def train_rsl_rl(seed, steps=3_000_000, num_envs=128):
 
 def train_sb3(seed, steps=3_000_000, num_envs=64):
     from stable_baselines3 import PPO
+    from stable_baselines3.common.logger import Logger
     from stable_baselines3.common.vec_env import VecNormalize
 
     with make_env("cartpole_swingup", num_envs, seed=seed, nthread=1) as env:
@@ -238,6 +239,7 @@ def train_sb3(seed, steps=3_000_000, num_envs=64):
             gae_lambda=0.95, ent_coef=0.0, seed=seed, device="cpu",
             policy_kwargs={"net_arch": [64, 64], "activation_fn": torch.nn.ELU},
         )
+        model.set_logger(Logger(folder=None, output_formats=[]))  # the default leaves an SB3-<date> folder in /tmp
         model.learn(steps)
         venv.training = False
     return evaluate_cartpole(lambda obs: model.predict(venv.normalize_obs(obs.numpy()), deterministic=True)[0])
