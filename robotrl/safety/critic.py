@@ -176,8 +176,11 @@ def fit_safety_critic(dataset: Dataset, policy, cfg: SafetyCriticConfig | None =
     obs = torch.as_tensor(dataset.obs["policy"])
     next_obs = torch.as_tensor(dataset.next_obs["policy"])
     action = torch.as_tensor(dataset.action)
-    # The policy is fixed, so its next actions are computed once, not per batch.
-    next_action = torch.as_tensor(np.asarray(policy.act(dataset.next_obs["policy"]), np.float32))
+    bound = float(dataset.meta.get("action_clip") or np.abs(dataset.action).max())
+    # The policy is fixed, so its next actions are computed once, not per batch; clipped
+    # as the robot gets them (and as the dataset's actions are).
+    next_action = torch.as_tensor(np.clip(np.asarray(policy.act(dataset.next_obs["policy"]), np.float32),
+                                          -bound, bound))
     cost, terminated = torch.as_tensor(dataset.cost), torch.as_tensor(dataset.terminated)
     critic = SafetyCritic(obs.shape[1], action.shape[1], cfg.hidden,
                           distance_columns(getattr(policy, "obs_layout", None), cfg.distance_terms))
@@ -185,7 +188,6 @@ def fit_safety_critic(dataset: Dataset, policy, cfg: SafetyCriticConfig | None =
     target_critic = copy.deepcopy(critic).requires_grad_(False)
     optim = torch.optim.AdamW(critic.net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     n, num_actions = len(dataset), action.shape[1]
-    bound = float(dataset.meta.get("action_clip") or action.abs().max())
     k = cfg.backup_samples if cfg.backup == "safest" else 0
     for _ in tqdm(range(cfg.steps), desc="safety critic", disable=not progress, leave=False, mininterval=1.0):
         idx = torch.randint(0, n, (cfg.batch_size,), generator=gen)

@@ -55,6 +55,25 @@ def test_shield_leaves_safe_actions_and_replaces_risky_ones():
     assert risky.last_intervened.all()
 
 
+def test_the_critic_judges_the_action_the_robot_gets_not_the_raw_output():
+    """A Gaussian policy's raw output may lie far outside the action box; the env
+    clips it, and the critic only ever saw clipped actions."""
+
+    def edge_risk(obs, action):
+        # Risky at full forward force (what the robot gets); nothing was seen beyond.
+        return (np.abs(np.asarray(action)[:, 0]) >= 0.95).astype(np.float64)
+
+    shield = Shield(ConstantPolicy([3.0, 0.0]), edge_risk, threshold=0.5, num_candidates=64, noise_std=0.5,
+                    action_clip=1.0, critic_obs_dim=3)
+    action = shield.act(np.zeros((4, 3), np.float32))
+    assert shield.last_intervened.all()
+    assert (np.abs(action[:, 0]) < 0.95).all()
+    # Safe after clipping: passed on clipped (the env would clip it anyway).
+    calm = Shield(ConstantPolicy([0.5, -3.0]), edge_risk, threshold=0.5, action_clip=1.0, critic_obs_dim=3)
+    np.testing.assert_array_equal(calm.act(np.zeros((2, 3), np.float32)), np.float32([[0.5, -1.0]] * 2))
+    assert not calm.last_intervened.any()
+
+
 def test_recovery_policy_takes_over_above_the_threshold():
     shield = Shield(ConstantPolicy([0.9, 0.0]), forward_risk, 0.3, recovery=ConstantPolicy([-1.0, 0.2]),
                     critic_obs_dim=3)
