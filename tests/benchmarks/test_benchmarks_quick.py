@@ -35,6 +35,34 @@ def test_train_vs_sb3_quick(tmp_path):
     row = data["rows"][0]
     assert row["robotrl_reached"], row
     assert row["sb3_time_s"] > 0 and row["robotrl_time_s"] > 0
+    # --quick runs one seed: the summary's medians are that seed's figures.
+    (summary,) = data["summary"]
+    assert summary["seeds"] == [row["seed"]] == [0]
+    assert summary["ratio"] == pytest.approx(row["ratio"])
+
+
+def test_train_vs_sb3_summary_takes_medians_over_seeds():
+    sys.path.insert(0, str(BENCH))
+    try:
+        from train_vs_sb3 import summarize
+    finally:
+        sys.path.remove(str(BENCH))
+
+    def row(seed, ours, theirs, ours_reached=True, theirs_reached=True):
+        return {"seed": seed, "robotrl_time_s": ours, "sb3_time_s": theirs,
+                "robotrl_reached": ours_reached, "sb3_reached": theirs_reached}
+
+    s = summarize("t", 1.0, [row(0, 10.0, 40.0), row(1, 60.0, 50.0), row(2, 20.0, 45.0)])
+    assert (s["robotrl_time_s"], s["sb3_time_s"], s["seeds"]) == (20.0, 45.0, [0, 1, 2])
+    assert s["ratio"] == pytest.approx(2.25) and not s["ratio_is_lower_bound"]
+    # SB3 at its limit on most seeds: the ratio is only a lower bound.
+    s = summarize("t", 1.0, [row(0, 10.0, 300.0, theirs_reached=False), row(1, 20.0, 300.0, theirs_reached=False),
+                             row(2, 30.0, 45.0)])
+    assert s["ratio"] == pytest.approx(15.0) and s["ratio_is_lower_bound"]
+    # robotrl at its limit on most seeds: no time to the threshold, no ratio.
+    s = summarize("t", 1.0, [row(0, 300.0, 40.0, ours_reached=False), row(1, 300.0, 40.0, ours_reached=False),
+                             row(2, 30.0, 45.0)])
+    assert s["ratio"] != s["ratio"]  # NaN
 
 
 @pytest.mark.slow
