@@ -233,10 +233,14 @@ def combine(args) -> None:
         raise SystemExit(f"the files measure a task and shift twice: {seen}")
     p = {**budgets[0], "tasks": sorted({t for t, _ in seen}), "shifts": sorted({s for _, s in seen})}
     rows = [row for r in runs for row in r["rows"]]
+    # A merged file brings its own sources: combined_from always names the runs.
+    sources = [src for f, r in zip(args.combine, runs)
+               for src in r.get("combined_from") or [{"file": str(f), "date": r["machine"]["date"],
+                                                      "tasks": r["settings"]["tasks"],
+                                                      "shifts": r["settings"]["shifts"],
+                                                      "wall_time_s": r["wall_time_s"]}]]
     finish(args, results, rows, p, runs[0]["preset"], sum(r["wall_time_s"] for r in runs), args.json.parent,
-           combined_from=[{"file": str(f), "date": r["machine"]["date"], "tasks": r["settings"]["tasks"],
-                           "shifts": r["settings"]["shifts"], "wall_time_s": r["wall_time_s"]}
-                          for f, r in zip(args.combine, runs)])
+           combined_from=sources)
 
 if __name__ == "__main__":
     main()

@@ -128,6 +128,20 @@ def test_sim2real_gap_quick(tmp_path):
     both = json.loads(merged.read_text())
     assert [r["shift"] for r in both["results"]] == ["gravity_2x", "friction_0.3x"] and len(both["rows"]) == 6
     assert both["settings"]["shifts"] == ["friction_0.3x", "gravity_2x"] and len(both["combined_from"]) == 2
+    # A merged file merges again, and keeps naming the runs it came from.
+    third = json.loads(json.dumps(other))
+    for item in third["results"] + third["rows"]:
+        item["shift"] = "gravity_0.5x"
+    third["settings"]["shifts"] = ["gravity_0.5x"]
+    (tmp_path / "third.json").write_text(json.dumps(third))
+    proc = subprocess.run([sys.executable, str(BENCH / "sim2real_gap.py"), "--combine", str(merged),
+                           str(tmp_path / "third.json"), "--json", str(tmp_path / "all.json")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    every = json.loads((tmp_path / "all.json").read_text())
+    assert len(every["results"]) == 3
+    assert [c["file"] for c in every["combined_from"]] == [c["file"] for c in both["combined_from"]] + [
+        str(tmp_path / "third.json")]
     other["settings"]["sim_steps"] += 1
     (tmp_path / "other.json").write_text(json.dumps(other))
     proc = subprocess.run([sys.executable, str(BENCH / "sim2real_gap.py"), "--combine", str(tmp_path / "sim2real_gap.json"),
