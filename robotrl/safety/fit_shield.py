@@ -110,9 +110,12 @@ def calibrate_threshold(policy, critic, task, shield_kwargs: dict, cfg: dict) ->
     on) and keep the highest threshold that cuts violations by ``target_violation_reduction``.
     How much a threshold cuts depends on the policy: on two PPO cheetahs of the same
     budget, 0.4 cut 96% and 79%."""
-    episodes, seed = int(cfg["calibration_episodes"]), int(cfg["seed"]) + 20_000
+    seed = int(cfg["seed"]) + 20_000
     target = float(cfg["target_violation_reduction"])
-    plain = evaluate(policy, task, episodes, seed=seed, progress=False)
+    episodes, plain = enough_episodes(lambda n: evaluate(policy, task, n, seed=seed, progress=False),
+                                      int(cfg["calibration_episodes"]),
+                                      int(cfg.get("calibration_max_episodes") or cfg["calibration_episodes"]),
+                                      float(cfg.get("calibration_min_violations") or 0))
     rows = []
     for threshold in sorted((float(t) for t in cfg["thresholds"]), reverse=True):
         shield = Shield(policy, critic.numpy_risk, threshold, seed=int(cfg["seed"]), **shield_kwargs)
@@ -126,6 +129,20 @@ def calibrate_threshold(policy, critic, task, shield_kwargs: dict, cfg: dict) ->
     return {"episodes": episodes, "seed": seed, "target_violation_reduction": target,
             "unshielded": {"violations_mean": plain["violations_mean"], "return_mean": plain["return_mean"]},
             "rows": rows, "chosen": choose_threshold(rows, target)}
+
+
+def enough_episodes(run, start: int, cap: int, min_violations: float):
+    """``(episodes, result)``: ``run(episodes)`` with the episodes doubled from ``start``
+    (up to ``cap``) until the unshielded policy shows ``min_violations`` violation steps
+    in all. A policy that rarely violates gives 4 episodes with a handful of violations,
+    and every threshold then "cuts 100%" (quadruped_walk_velocity, 4.5 per episode:
+    -100% at every threshold on 4 episodes, -33% on the 16 reported)."""
+    episodes = max(int(start), 1)
+    while True:
+        result = run(episodes)
+        if result["violations_mean"] * episodes >= min_violations or episodes >= cap:
+            return episodes, result
+        episodes = min(2 * episodes, int(cap))
 
 
 def plot_calibration(calibration: dict, path: Path) -> Path:

@@ -166,6 +166,24 @@ def test_choose_threshold_keeps_the_fewest_interventions_that_meet_the_target():
     assert choose_threshold(rows, 0.99) == 0.3  # none meets it: the one that cuts the most
 
 
+def test_calibration_runs_more_episodes_when_violations_are_rare():
+    from robotrl.safety.fit_shield import enough_episodes
+
+    asked = []
+
+    def run(n, per_episode):
+        asked.append(n)
+        return {"violations_mean": per_episode}
+
+    # 4.5 per episode: 18 in 4 episodes, 36 in 8, 72 in 16 >= 50.
+    episodes, result = enough_episodes(lambda n: run(n, 4.5), 4, 32, 50)
+    assert (episodes, asked, result["violations_mean"]) == (16, [4, 8, 16], 4.5)
+    asked.clear()
+    assert enough_episodes(lambda n: run(n, 60.0), 4, 32, 50)[0] == 4 and asked == [4]
+    asked.clear()
+    assert enough_episodes(lambda n: run(n, 0.0), 4, 12, 50)[0] == 12 and asked == [4, 8, 12]  # the cap ends it
+
+
 def test_shield_summary_says_when_the_shield_makes_things_worse():
     """Measured on a PPO car_goal_hazards policy: the shield raised violations by 27%
     and no calibration threshold cut them; the summary must say so, not '-27% fewer'."""
