@@ -11,7 +11,7 @@ faster); when SB3 does not reach the threshold within the limit the ratio is a
 lower bound and says so.
 
 Time to a threshold varies more between seeds than between the libraries (robotrl's
-swing-up: 14.8, 29.5 and 60.1 s on seeds 0, 1, 2), so each task runs ``--seeds``
+swing-up: 14.8, 29.5 and 60.1 s on seeds 0, 1, 2, on one core), so each task runs ``--seeds``
 seeds (3; 1 with ``--quick``), one row per seed, and the JSON's ``summary`` holds per
 task the median times and their ratio, the figure to quote.
 
