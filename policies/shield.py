@@ -25,6 +25,8 @@ from robotrl.policies.artifact import ArtifactError, ArtifactPolicy, load_meta
 from robotrl.policies.base import policy_obs
 
 CRITIC_FILE = "shield_critic.onnx"
+# Where the line of "gentler" candidates starts (see Shield.candidates).
+GENTLER = ("auto", "reverse", "zero")
 
 
 class OnnxRiskCritic:
@@ -65,6 +67,7 @@ class Shield:
         seed: int = 0,
         critic_obs_dim: int | None = None,
         wide_fraction: float = 0.5,
+        gentler: str = "auto",
     ):
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"shield threshold is a risk (probability) in [0, 1], got {threshold}")
@@ -73,6 +76,9 @@ class Shield:
         self.policy, self.critic, self.recovery = policy, critic, recovery
         self.threshold, self.num_candidates, self.noise_std = float(threshold), int(num_candidates), float(noise_std)
         self.action_clip, self.wide_fraction = action_clip, float(wide_fraction)
+        if gentler not in GENTLER:
+            raise ValueError(f"gentler must be one of {', '.join(GENTLER)}, got {gentler!r}")
+        self.gentler = gentler
         self.obs_layout = list(policy.obs_layout)
         self.action_names = list(policy.action_names)
         self.meta = getattr(policy, "meta", {})  # an artifact's description passes through
@@ -157,7 +163,8 @@ class Shield:
         # random jerks of noise that cost return and balance. The gentler action:
         # under position control, the target of the joints' present position (hold
         # still: an arm stops where it is rather than swinging back through the
-        # default pose); else the last action when observed, else zero (less push).
+        # default pose); else the last action when observed, else zero (less push);
+        # or, by ``gentler``, the reversed action or zero.
         shrink = n // 4
         if shrink:
             scale = np.linspace(0.0, 1.0, shrink, endpoint=False, dtype=np.float32)[None, :, None]
@@ -173,6 +180,13 @@ class Shield:
         return cand
 
     def _gentler(self, obs: np.ndarray, action: np.ndarray) -> np.ndarray:
+        # "reverse": the policy's action reversed, i.e. braking for a robot driven by
+        # forces or wheel speeds (a PPO point robot saturates its force, and only the
+        # opposite force stops it within the 5 steps a held-action critic looks at).
+        if self.gentler == "reverse":
+            return -action
+        if self.gentler == "zero":
+            return np.zeros_like(action)
         if self._hold_scale is not None:
             return obs[:, self._joint_pos] / self._hold_scale
         if self._last_action is not None:
@@ -216,5 +230,5 @@ def load_shielded_policy(folder: str | os.PathLike, seed: int = 0):
     return Shield(
         policy, OnnxRiskCritic(critic_path), float(spec["threshold"]), int(spec.get("num_candidates", 32)),
         float(spec.get("noise_std", 0.5)), float(policy.meta["action"]["clip"]), seed=seed,
-        wide_fraction=float(spec.get("wide_fraction", 0.5)),
+        wide_fraction=float(spec.get("wide_fraction", 0.5)), gentler=str(spec.get("gentler", "auto")),
     )

@@ -22,6 +22,14 @@ actions mixed in: a critic that never saw those actions misjudges them, and the
 shield's choice among candidates goes to exactly the misjudged ones.
 
 ``gamma_risk`` sets how far ahead the critic looks (0.95: about twenty control steps).
+
+Held actions (``hold_steps`` k > 1): the critic judges an action held for k control
+steps, fitted on macro transitions (``held_transitions``) whose cost is the worst of
+the k steps, discounted by ``gamma_risk ** k``; ``CandidateExplorer`` then holds each
+action it picks for k steps. A robot at speed answers one step's action with almost
+the same next state, so a one-step critic barely tells actions apart: a PPO point
+robot at its top speed of 1 m/s needs 5 steps (0.1 m) to brake, and eight steps
+before a hazard entry the one-step critic rated braking within 0.1 of driving on.
 """
 from __future__ import annotations
 
@@ -171,6 +179,8 @@ def fit_safety_critic(dataset: Dataset, policy, cfg: SafetyCriticConfig | None =
     if not (dataset.cost > 0).any():
         raise ValueError("the dataset has no step with positive cost: a safety critic learns nothing from it "
                          "(collect with more exploration noise, or on a task that defines a cost)")
+    # Transitions of actions held for k steps look k steps ahead each.
+    gamma = cfg.gamma_risk ** int(dataset.meta.get("hold_steps", 1))
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     obs = torch.as_tensor(dataset.obs["policy"])
@@ -201,7 +211,7 @@ def fit_safety_critic(dataset: Dataset, policy, cfg: SafetyCriticConfig | None =
             s_next = next_obs[idx, None].expand(-1, cand.shape[1], -1)
             next_risk = target_critic(s_next.reshape(-1, s_next.shape[-1]), cand.reshape(-1, num_actions))
             next_risk = next_risk.reshape(cand.shape[:2]).min(dim=1).values
-            target = risk_target(cost[idx], terminated[idx], next_risk, cfg.gamma_risk, cfg.terminal_risk)
+            target = risk_target(cost[idx], terminated[idx], next_risk, gamma, cfg.terminal_risk)
         loss = nn.functional.binary_cross_entropy_with_logits(critic.logits(obs[idx], action[idx]), target)
         optim.zero_grad(set_to_none=True)
         loss.backward()
@@ -212,7 +222,7 @@ def fit_safety_critic(dataset: Dataset, policy, cfg: SafetyCriticConfig | None =
 
 def export_shield(critic: SafetyCritic, artifact: str | Path, threshold: float, num_candidates: int = 32,
                   noise_std: float = 0.5, out: str | Path | None = None, fit_info: dict | None = None,
-                  wide_fraction: float = 0.5) -> Path:
+                  wide_fraction: float = 0.5, gentler: str = "auto", hold_steps: int = 1) -> Path:
     """Write the critic as ONNX into the artifact (or a copy at ``out``) and describe
     the shield in its policy.yaml."""
     import logging
@@ -249,6 +259,8 @@ def export_shield(critic: SafetyCritic, artifact: str | Path, threshold: float, 
         "num_candidates": int(num_candidates),
         "noise_std": float(noise_std),
         "wide_fraction": float(wide_fraction),
+        "gentler": str(gentler),
+        "hold_steps": int(hold_steps),  # what the critic's risk means: the action held this many steps
         "observation_terms": meta["observation"]["terms"],
         **({"fit": fit_info} if fit_info else {}),
     }
@@ -261,25 +273,86 @@ class CandidateExplorer:
     step one of the shield's candidates at random. The shield picks among its
     candidates by the critic's word; fitted on the policy's actions alone (plus
     Gaussian noise), the critic must extrapolate to them, and the argmin over
-    candidates finds exactly the ones it misjudges as safe."""
+    candidates finds exactly the ones it misjudges as safe.
 
-    def __init__(self, policy, shield_kwargs: dict, explore: float = 0.5, seed: int = 0):
+    With ``hold_steps`` k > 1 it picks on every k-th call only (counted from the
+    first) and repeats its pick in between, the policy's own action included, so the
+    rollouts hold for ``held_transitions`` to cut into k-step transitions. It must
+    then act for all envs on every step (``collect`` without random episodes)."""
+
+    def __init__(self, policy, shield_kwargs: dict, explore: float = 0.5, seed: int = 0, hold_steps: int = 1):
         from robotrl.policies.shield import Shield
 
-        self.policy, self.explore = policy, float(explore)
+        if int(hold_steps) < 1:
+            raise ValueError(f"hold_steps must be >= 1, got {hold_steps}")
+        self.policy, self.explore, self.hold_steps = policy, float(explore), int(hold_steps)
         self.obs_layout, self.action_names = list(policy.obs_layout), list(policy.action_names)
         self.shield = Shield(policy, None, 0.0, seed=seed, **shield_kwargs)
         self.rng = np.random.default_rng(seed)
+        self._calls, self._held = 0, None
 
     def reset(self, env_ids=None):
         self.policy.reset(env_ids)
 
     def act(self, obs):
         obs = np.asarray(obs, np.float32)
+        step, self._calls = self._calls, self._calls + 1
+        if step % self.hold_steps:
+            if self._held is None or len(self._held) != len(obs):
+                raise RuntimeError("a CandidateExplorer that holds its actions must act for every env on every step")
+            return self._held.copy()
         action = np.asarray(self.policy.act(obs), np.float32)
+        if self.shield.action_clip is not None:
+            # The shield draws its candidates around the clipped action (Shield.act):
+            # so must the explorer, or the critic sees other candidates than it judges.
+            action = np.clip(action, -self.shield.action_clip, self.shield.action_clip)
         rows = np.flatnonzero(self.rng.random(len(obs)) < self.explore)
         if len(rows):
             cand = self.shield.candidates(obs[rows], action[rows])
             pick = self.rng.integers(0, cand.shape[1], len(rows))
             action[rows] = cand[np.arange(len(rows)), pick]
-        return action
+        self._held = action
+        return action.copy()
+
+
+def held_transitions(data: Dataset, hold_steps: int) -> Dataset:
+    """k-step transitions from ``collect`` rollouts of a ``CandidateExplorer`` that
+    held each action for ``hold_steps`` = k steps: one per hold, from its first
+    observation to the observation k steps later, or to the end of the episode when
+    that comes first (then terminated or truncated as it ended). Cost: the worst of
+    its steps; reward: their sum. ``meta["hold_steps"]`` tells ``fit_safety_critic``
+    to discount by ``gamma_risk ** k``."""
+    k = int(hold_steps)
+    if k == 1:
+        return data
+    source = data.meta.get("source") or {}
+    if source.get("kind") != "collect" or not source.get("num_envs"):
+        raise ValueError("held transitions are cut from robotrl's own rollouts (robotrl.datasets.collect) of a "
+                         "CandidateExplorer with the same hold_steps; a dataset's actions were not held")
+    # collect() lays each env's steps out contiguously, env 0 first, the first
+    # (N % num_envs) envs one step longer: the step index of every row.
+    n, envs = len(data), int(source["num_envs"])
+    shares = np.full(envs, n // envs) + (np.arange(envs) < n % envs)
+    step = np.concatenate([np.arange(s) for s in shares])
+    ends = data.terminated | data.truncated  # each env's last row is one (collect truncates it)
+    starts = np.flatnonzero(step % k == 0)
+    last, cost, reward = starts.copy(), data.cost[starts].copy(), data.reward[starts].copy()
+    going = ~ends[starts]
+    for offset in range(1, k):
+        row = starts + offset
+        take = going & (row < n)
+        row = np.minimum(row, n - 1)
+        last = np.where(take, row, last)
+        cost = np.where(take, np.maximum(cost, data.cost[row]), cost)
+        reward = np.where(take, reward + data.reward[row], reward)
+        going = take & ~ends[row]
+    return Dataset(
+        obs={g: v[starts] for g, v in data.obs.items()},
+        action=data.action[starts],
+        reward=reward.astype(np.float32),
+        cost=cost.astype(np.float32),
+        next_obs={g: v[last] for g, v in data.next_obs.items()},
+        terminated=data.terminated[last],
+        truncated=data.truncated[last],
+        meta={**data.meta, "hold_steps": k},
+    )

@@ -10,14 +10,38 @@ from robotrl.evaluate import evaluate
 from robotrl.policies.artifact import ArtifactPolicy
 from robotrl.policies.shield import Shield, load_shielded_policy
 from robotrl.safety.critic import (CandidateExplorer, SafetyCriticConfig, export_shield, fit_safety_critic,
-                                   violation_auc)
+                                   held_transitions, violation_auc)
 from robotrl.sim import make_env, make_task
+
+
+# What the settings left null in shield.yaml come to when ``per_task`` has no value.
+FALLBACK = {"transitions": 50000, "thresholds": [0.5, 0.4, 0.3, 0.2], "gentler": "auto", "hold_steps": 1,
+            "critic": {"gamma_risk": 0.9, "steps": 4000}}
+
+
+def with_task_defaults(cfg: dict, task: str) -> dict:
+    """``cfg`` with its null settings taken from ``per_task[task]``, else ``FALLBACK``."""
+    tuned = (cfg.get("per_task") or {}).get(task) or {}
+    unknown = set(tuned) - set(FALLBACK) | set(tuned.get("critic") or {}) - set(FALLBACK["critic"])
+    if unknown:
+        raise KeyError(f"per_task.{task} sets {sorted(unknown)}; it may set {', '.join(FALLBACK)} "
+                       f"(critic: {', '.join(FALLBACK['critic'])})")
+    out = {**cfg, "critic": dict(cfg.get("critic") or {})}
+    for key, fallback in FALLBACK.items():
+        if key == "critic":
+            for k, v in fallback.items():
+                if out["critic"].get(k) is None:
+                    out["critic"][k] = (tuned.get("critic") or {}).get(k, v)
+        elif out.get(key) is None:
+            out[key] = tuned.get(key, fallback)
+    return out
 
 
 def fit_shield_cmd(cfg: dict) -> dict:
     artifact = Path(cfg["policy"])
     policy = ArtifactPolicy(artifact)
     name = (cfg.get("task") or {}).get("name") or policy.meta["task"]
+    cfg = with_task_defaults(cfg, name)
     task = make_task(name, (cfg.get("task") or {}).get("config") or {})
     with make_env(task, 1) as env:
         if [tuple(t) for t in env.obs_layout["policy"]] != policy.obs_layout:
@@ -25,7 +49,16 @@ def fit_shield_cmd(cfg: dict) -> dict:
                              f"{env.obs_layout['policy']}")
     shield_kwargs = {"num_candidates": int(cfg["candidates"]), "noise_std": float(cfg["candidate_std"]),
                      "action_clip": float(policy.meta["action"]["clip"]),
-                     "wide_fraction": float(cfg["wide_fraction"])}
+                     "wide_fraction": float(cfg["wide_fraction"]), "gentler": str(cfg.get("gentler") or "auto")}
+    hold = int(cfg.get("hold_steps") or 1)
+    if hold < 1:
+        raise ValueError(f"hold_steps must be >= 1, got {hold}")
+    if hold > 1 and cfg.get("dataset"):
+        raise ValueError(f"hold_steps={hold} fits the critic on actions held for {hold} steps, which a dataset's "
+                         "actions were not; drop dataset= to roll the policy out, or set hold_steps=1")
+    if hold > 1 and (float(cfg["noise_std"]) > 0 or float(cfg["random_fraction"]) > 0):
+        raise ValueError(f"hold_steps={hold} holds the explorer's actions; noise_std and random_fraction "
+                         "would break the holds: set both to 0 (explore= mixes in the candidates)")
     holdout = None
     if cfg.get("dataset"):
         data = load_dataset(cfg["dataset"], task=task)
@@ -34,14 +67,15 @@ def fit_shield_cmd(cfg: dict) -> dict:
         # The rollouts show the shield's candidate actions, so the critic has seen
         # what it will be asked to judge.
         def rollouts(transitions: int, seed: int, progress: bool):
-            behaviour = CandidateExplorer(policy, shield_kwargs, float(cfg["explore"]), seed=seed)
-            return collect(task, transitions, policies=[behaviour], noise_std=float(cfg["noise_std"]),
-                           random_fraction=float(cfg["random_fraction"]), num_envs=int(cfg["num_envs"]),
-                           seed=seed, progress=progress)
+            behaviour = CandidateExplorer(policy, shield_kwargs, float(cfg["explore"]), seed=seed, hold_steps=hold)
+            steps = collect(task, transitions * hold, policies=[behaviour], noise_std=float(cfg["noise_std"]),
+                            random_fraction=float(cfg["random_fraction"]), num_envs=int(cfg["num_envs"]),
+                            seed=seed, progress=progress)
+            return held_transitions(steps, hold)
 
         data = rollouts(int(cfg["transitions"]), int(cfg["seed"]), cfg["progress"])
         source = {"rollouts": len(data), "noise_std": float(cfg["noise_std"]),
-                  "random_fraction": float(cfg["random_fraction"]), "explore": float(cfg["explore"])}
+                  "random_fraction": float(cfg["random_fraction"]), "explore": float(cfg["explore"]), "hold_steps": hold}
         # Episodes the critic never sees (other seeds: other starts, goals, hazard
         # layouts) tell whether it learned the constraint or memorized its data.
         holdout = rollouts(max(int(cfg["transitions"]) // 4, 1000), int(cfg["seed"]) + 1, False)
@@ -62,6 +96,7 @@ def fit_shield_cmd(cfg: dict) -> dict:
     out = Path(cfg["out"]) if cfg.get("out") else artifact.with_name(artifact.name + "_shielded")
     folder = export_shield(critic, artifact, threshold, int(cfg["candidates"]),
                            float(cfg["candidate_std"]), out=out, wide_fraction=float(cfg["wide_fraction"]),
+                           gentler=shield_kwargs["gentler"], hold_steps=hold,
                            fit_info={**source, "gamma_risk": critic_cfg.gamma_risk, "steps": critic_cfg.steps,
                                      # the ones this policy observes, not the configured list
                                      "distance_terms": [n for n, _ in policy.obs_layout if n in critic_cfg.distance_terms],
@@ -78,6 +113,8 @@ def fit_shield_cmd(cfg: dict) -> dict:
         **against(plain, shielded),
         "critic_violation_auc": auc,
         "threshold": threshold,
+        "settings": {"hold_steps": hold, "gentler": shield_kwargs["gentler"], "transitions": cfg["transitions"],
+                     "gamma_risk": critic_cfg.gamma_risk, "critic_steps": critic_cfg.steps},
         "calibration": calibration,
     }
     if calibration is not None:
@@ -206,4 +243,8 @@ def format_shield(s: dict) -> str:
                 line += (" -- it does not generalize to situations it has not seen: collect more "
                          "transitions= (more episodes) before trusting it")
         lines.append(line)
+    st = s.get("settings")
+    if st:
+        lines.append(f"critic over actions held {st['hold_steps']} step(s), gamma_risk {st['gamma_risk']:g} per step, "
+                     f"{st['transitions']} transitions, {st['critic_steps']} updates; gentler candidates: {st['gentler']}")
     return "\n".join(lines)

@@ -98,9 +98,11 @@ def artifact(tmp_path_factory):
 def test_shield_exports_into_the_artifact_and_loads_as_on_the_robot(artifact, tmp_path):
     critic = SafetyCritic(37, 2, (32, 32))
     torch.nn.init.normal_(critic.net[-1].weight, std=1.0)  # risks spread over (0, 1)
-    folder = export_shield(critic, artifact, threshold=0.4, num_candidates=8, out=tmp_path / "shielded")
+    folder = export_shield(critic, artifact, threshold=0.4, num_candidates=8, out=tmp_path / "shielded",
+                           gentler="reverse", hold_steps=5)
     policy = load_shielded_policy(folder)
     assert isinstance(policy, Shield) and policy.threshold == 0.4 and policy.num_candidates == 8
+    assert policy.gentler == "reverse" and policy.meta["shield"]["hold_steps"] == 5
     obs, act = np.random.default_rng(0).normal(size=(64, 37)).astype(np.float32), np.zeros((64, 2), np.float32)
     np.testing.assert_allclose(policy.critic(obs, act), critic.numpy_risk(obs, act), atol=1e-5)
     assert load_shielded_policy(artifact).__class__.__name__ == "ArtifactPolicy"  # the original is untouched
@@ -229,3 +231,29 @@ def test_the_critic_reads_lidar_as_log_distance_on_the_robot_too(artifact, tmp_p
     folder = export_shield(critic, artifact, threshold=0.4, out=tmp_path / "lidar")
     act = np.random.default_rng(2).uniform(-1, 1, size=(64, 2)).astype(np.float32)
     np.testing.assert_allclose(load_shielded_policy(folder).critic(obs, act), critic.numpy_risk(obs, act), atol=1e-5)
+
+
+def test_held_actions_refuse_what_would_break_the_holds(artifact, tmp_path, capsys):
+    assert main(["shield", f"policy={artifact}", "hold_steps=5", f"dataset={tmp_path / 'd.npz'}", "progress=false"]) != 0
+    assert "which a dataset's actions were not" in capsys.readouterr().err
+    assert main(["shield", f"policy={artifact}", "hold_steps=5", "noise_std=0.2", "progress=false"]) != 0
+    assert "would break the holds" in capsys.readouterr().err
+    assert main(["shield", f"policy={artifact}", "gentler=sideways", "transitions=200", "progress=false"]) != 0
+    assert "gentler must be one of" in capsys.readouterr().err
+
+
+def test_null_settings_come_from_the_task_entry_then_the_fallback():
+    from robotrl.safety.fit_shield import FALLBACK, with_task_defaults
+
+    cfg = {"transitions": None, "thresholds": None, "gentler": None, "hold_steps": 3,
+           "critic": {"gamma_risk": None, "steps": None, "hidden": [64]},
+           "per_task": {"bot": {"hold_steps": 5, "gentler": "reverse", "critic": {"gamma_risk": 0.95}}}}
+    bot = with_task_defaults(cfg, "bot")
+    assert bot["hold_steps"] == 3  # given on the command line: it wins
+    assert bot["gentler"] == "reverse" and bot["critic"]["gamma_risk"] == 0.95  # the task's entry
+    assert bot["transitions"] == FALLBACK["transitions"] and bot["critic"]["steps"] == 4000  # the fallback
+    assert bot["critic"]["hidden"] == [64] and cfg["critic"]["gamma_risk"] is None  # the input is not changed
+    other = with_task_defaults(cfg, "other")
+    assert other["gentler"] == "auto" and other["critic"]["gamma_risk"] == 0.9
+    with pytest.raises(KeyError, match="per_task.bot sets"):
+        with_task_defaults({**cfg, "per_task": {"bot": {"hold": 5}}}, "bot")
