@@ -171,6 +171,18 @@ def export_cmd(cfg: dict) -> Path:
     return folder
 
 
+def interruptible() -> None:
+    """Ctrl-C (SIGINT) stops a run cleanly, keeping its last checkpoint or a readable
+    bag, even when the process inherited SIGINT ignored: a shell script's background
+    jobs (``robotrl train ... &``) and pytest-xdist workers' children are started so,
+    and Python then leaves it ignored and the run cannot be interrupted."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -179,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     from robotrl.policies.artifact import ArtifactError
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    interruptible()
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0

@@ -1,7 +1,7 @@
 """Fixtures for real DDS traffic on loopback.
 
-Each test gets its own random ROS domain id in 1..200 so that parallel test runs on
-this machine do not hear each other. Loopback has no multicast here, so Cyclone is
+Each test gets its own random ROS domain id in 1..200 (disjoint per pytest-xdist
+worker) so that parallel test runs on this machine do not hear each other. Loopback has no multicast here, so Cyclone is
 configured for unicast discovery of 127.0.0.1 peers with all traffic on 127.0.0.1
 (``loopback_config()``), in-process by ``config=`` and for peer processes through
 ``CYCLONEDDS_URI``.
@@ -25,7 +25,13 @@ _rng = random.SystemRandom()  # not the seeded global RNG: parallel runs must di
 
 
 def random_domain_id() -> int:
-    return _rng.randint(1, 200)
+    """Under pytest-xdist each worker draws from its own share of 1..200, so two
+    tests running at the same time never share a domain."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    workers = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")), 1)
+    share = 200 // workers
+    return 1 + index * share + _rng.randrange(share)
 
 
 @pytest.fixture

@@ -90,8 +90,10 @@ def test_console_script_is_installed():
     assert "name: hopper" in out.stdout
 
 
-def test_ctrl_c_keeps_the_last_iteration(tmp_path):
-    """Nothing lost on an interrupt: SIGINT mid-run leaves a loadable checkpoint."""
+@pytest.mark.parametrize("inherited", ["default", "ignored"])
+def test_ctrl_c_keeps_the_last_iteration(tmp_path, inherited):
+    """Nothing lost on an interrupt: SIGINT mid-run leaves a loadable checkpoint, also
+    when the run inherited SIGINT ignored (a script's background job)."""
     import signal
     import time
 
@@ -99,9 +101,11 @@ def test_ctrl_c_keeps_the_last_iteration(tmp_path):
 
     out = tmp_path / "interrupted"
     exe = os.path.join(os.path.dirname(sys.executable), "robotrl")
+    disposition = signal.SIG_IGN if inherited == "ignored" else signal.SIG_DFL
     proc = subprocess.Popen([exe, "train", "task=cartpole_swingup", "steps=100000000", "num_envs=32",
                              "algo.num_steps_per_env=16", "checkpoint_interval=1000", "progress=false", f"out={out}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, disposition))
     try:
         deadline = time.time() + 120
         while not (out / "tb").exists() and time.time() < deadline:
