@@ -114,6 +114,19 @@ def _policy_obs_check(policy, env, name: str) -> None:
         )
 
 
+def env_shares(transitions: int, num_envs: int) -> np.ndarray:
+    """Rows env i contributes to ``collect``'s ``transitions``: the first
+    (transitions % num_envs) envs one more."""
+    return np.full(num_envs, transitions // num_envs) + (np.arange(num_envs) < transitions % num_envs)
+
+
+def row_layout(transitions: int, num_envs: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(step, env)`` of every row of ``collect``'s dataset: each env's steps lie
+    contiguously, env 0 first."""
+    shares = env_shares(transitions, num_envs)
+    return np.concatenate([np.arange(s) for s in shares]), np.repeat(np.arange(num_envs), shares)
+
+
 def collect(
     task,
     transitions: int,
@@ -167,8 +180,7 @@ def collect(
     name = task if isinstance(task, str) else task.name
 
     num_envs = min(int(num_envs), transitions)
-    # Env i contributes shares[i] rows; the first (N % num_envs) envs one more.
-    shares = np.full(num_envs, transitions // num_envs) + (np.arange(num_envs) < transitions % num_envs)
+    shares = env_shares(transitions, num_envs)
     steps = int(shares.max())
 
     env = make_env(task, num_envs, sim=sim, seed=seed, randomize=randomize, **dict(env_kwargs or {}))
@@ -228,8 +240,7 @@ def collect(
     envs = np.arange(num_envs)
     cut = ~(buf_term[last, envs] | buf_trunc[last, envs])
     buf_trunc[last[cut], envs[cut]] = True
-    t_idx = np.concatenate([np.arange(s) for s in shares])
-    e_idx = np.repeat(envs, shares)
+    t_idx, e_idx = row_layout(transitions, num_envs)
 
     meta = {
         "task": None if external else name,

@@ -45,6 +45,7 @@ from tqdm import tqdm
 
 from robotrl.algos.losses import polyak_update
 from robotrl.datasets import Dataset
+from robotrl.datasets.collect import row_layout
 from robotrl.policies.artifact import ONNX_FILE, YAML_FILE, load_meta, write_yaml_atomic
 from robotrl.policies.networks import EmpiricalNormalization, mlp
 from robotrl.policies.shield import CRITIC_FILE
@@ -329,11 +330,8 @@ def held_transitions(data: Dataset, hold_steps: int) -> Dataset:
     if source.get("kind") != "collect" or not source.get("num_envs"):
         raise ValueError("held transitions are cut from robotrl's own rollouts (robotrl.datasets.collect) of a "
                          "CandidateExplorer with the same hold_steps; a dataset's actions were not held")
-    # collect() lays each env's steps out contiguously, env 0 first, the first
-    # (N % num_envs) envs one step longer: the step index of every row.
-    n, envs = len(data), int(source["num_envs"])
-    shares = np.full(envs, n // envs) + (np.arange(envs) < n % envs)
-    step = np.concatenate([np.arange(s) for s in shares])
+    n = len(data)
+    step, _ = row_layout(n, int(source["num_envs"]))
     ends = data.terminated | data.truncated  # each env's last row is one (collect truncates it)
     starts = np.flatnonzero(step % k == 0)
     last, cost, reward = starts.copy(), data.cost[starts].copy(), data.reward[starts].copy()

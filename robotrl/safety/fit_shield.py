@@ -49,8 +49,8 @@ def fit_shield_cmd(cfg: dict) -> dict:
                              f"{env.obs_layout['policy']}")
     shield_kwargs = {"num_candidates": int(cfg["candidates"]), "noise_std": float(cfg["candidate_std"]),
                      "action_clip": float(policy.meta["action"]["clip"]),
-                     "wide_fraction": float(cfg["wide_fraction"]), "gentler": str(cfg.get("gentler") or "auto")}
-    hold = int(cfg.get("hold_steps") or 1)
+                     "wide_fraction": float(cfg["wide_fraction"]), "gentler": str(cfg["gentler"])}
+    hold = int(cfg["hold_steps"])
     if hold < 1:
         raise ValueError(f"hold_steps must be >= 1, got {hold}")
     if hold > 1 and cfg.get("dataset"):

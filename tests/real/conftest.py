@@ -39,6 +39,12 @@ def domain_id() -> int:
     return random_domain_id()
 
 
+@pytest.fixture(scope="session")
+def new_domain_id():
+    """``random_domain_id`` for fixtures wider than a test (module-scoped chains)."""
+    return random_domain_id
+
+
 @pytest.fixture
 def make_dds():
     """Factory for in-process DDS transports on loopback; all are closed after the test."""

@@ -77,16 +77,8 @@ def untrained_reach(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def chain(untrained_reach, tmp_path_factory, make_dds_module):
-    import random
-
-    # Its own random domain (not conftest's helper: several conftest modules share
-    # that import name in a whole-suite run), from this pytest-xdist worker's share.
-    import os
-
-    workers = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")), 1)
-    index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
-    domain_id = 1 + index * (200 // workers) + random.SystemRandom().randrange(200 // workers)
+def chain(untrained_reach, tmp_path_factory, make_dds_module, new_domain_id):
+    domain_id = new_domain_id()
     tmp = tmp_path_factory.mktemp("watchdog_chain")
     config = write_config(tmp / "deploy.yaml",
                           {"autostart": True, "soft_start_s": 0.0, "obs_timeout_s": OBS_TIMEOUT,

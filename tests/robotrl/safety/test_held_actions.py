@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from robotrl.datasets import Dataset, collect
+from robotrl.datasets.collect import row_layout
 from robotrl.policies.shield import Shield
 from robotrl.safety.critic import CandidateExplorer, SafetyCriticConfig, fit_safety_critic, held_transitions
 from robotrl.sim import make_env, make_task
@@ -38,9 +39,7 @@ def held_rollouts():
 
 
 def env_rows(steps):
-    n, envs = len(steps), steps.meta["source"]["num_envs"]
-    shares = np.full(envs, n // envs) + (np.arange(envs) < n % envs)
-    return np.concatenate([np.arange(s) for s in shares]), np.repeat(np.arange(envs), shares)
+    return row_layout(len(steps), steps.meta["source"]["num_envs"])
 
 
 def test_the_explorer_holds_each_pick_for_k_steps(held_rollouts):
