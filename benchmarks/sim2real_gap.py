@@ -18,6 +18,7 @@ the row says so (``shift``).
 
     python benchmarks/sim2real_gap.py --json out.json [--quick] [--seeds 3]
     python benchmarks/sim2real_gap.py --combine a.json b.json --json all.json   # merge finished runs
+    python benchmarks/sim2real_gap.py --workdir runs/ --resume [same options]   # continue an interrupted run
 """
 from __future__ import annotations
 
@@ -51,8 +52,23 @@ def train(args: list[str]) -> None:
         raise RuntimeError(f"robotrl train {' '.join(args)} failed with exit code {code}")
 
 
+def train_run(run: Path, args: list[str]) -> None:
+    """One run of a method, kept across interruptions of the benchmark: a finished
+    run (its eval.json) is reused, a run with a checkpoint continues from it."""
+    from robotrl.run_dir import CHECKPOINT
+
+    if (run / "eval.json").exists():
+        return
+    if (run / CHECKPOINT).exists():
+        args = [*args, "resume=true"]
+    elif run.exists():
+        shutil.rmtree(run)  # started, but stopped before its first checkpoint: nothing to continue
+    train([*args, f"out={run}"])
+
+
 def behaviour_snapshots(task: str, shift: str, p: dict, work: Path) -> list[Path]:
     """PPO trained in the target domain; an artifact after each stage (for medium-replay)."""
+    from robotrl.run_dir import CHECKPOINT
     from robotrl.sim.domains import resolve_domain
 
     run = work / f"behaviour_{task}_{shift}"
@@ -60,11 +76,18 @@ def behaviour_snapshots(task: str, shift: str, p: dict, work: Path) -> list[Path
     snapshots = []
     for i in range(1, p["snapshots"] + 1):
         steps = p["behaviour_steps"] * i // p["snapshots"]
-        train([f"task={task}", "algo=ppo", f"steps={steps}", f"out={run}", "eval_episodes=2",
-               f"+task.config.dynamics_shift={{{shifted}}}", *(["resume=true"] if i > 1 else [])])
         snap = work / f"{run.name}_snap{i}"
-        shutil.copytree(run / "artifact", snap)
         snapshots.append(snap)
+        if snap.exists():  # made before an interruption (--resume)
+            continue
+        # Each stage continues the same PPO run to more steps.
+        resume = (run / CHECKPOINT).exists()
+        train([f"task={task}", "algo=ppo", f"steps={steps}", f"out={run}", "eval_episodes=2",
+               f"+task.config.dynamics_shift={{{shifted}}}", *(["resume=true"] if resume else [])])
+        partial = snap.with_name(snap.name + ".partial")  # a snapshot appears whole or not at all
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(run / "artifact", partial)
+        partial.rename(snap)
     return snapshots
 
 
@@ -77,18 +100,18 @@ def run_methods(task: str, shift: str, dataset: Path, seed: int, p: dict, work: 
         return float((result[key] if key else result)["return_mean"])
 
     run = work / f"sac_{task}_{shift}_{seed}"
-    train([*common, "algo=sac", f"steps={p['sim_steps']}", "num_envs=4", f"out={run}",
+    train_run(run, [*common, "algo=sac", f"steps={p['sim_steps']}", "num_envs=4",
            f"algo.warmup_steps={min(5000, p['sim_steps'] // 4)}"])
     out["sac_sim"] = ret(run)
     run = work / f"iql_{task}_{shift}_{seed}"
-    train([*common, "algo=iql", f"steps={p['offline_steps']}", f"dataset={dataset}", f"out={run}", "algo.eval_interval=0"])
+    train_run(run, [*common, "algo=iql", f"steps={p['offline_steps']}", f"dataset={dataset}", "algo.eval_interval=0"])
     out["iql_real"] = ret(run)
     run = work / f"h2o_{task}_{shift}_{seed}"
-    train([*common, "algo=h2o", f"steps={p['sim_steps']}", "num_envs=4", f"dataset={dataset}", f"out={run}",
+    train_run(run, [*common, "algo=h2o", f"steps={p['sim_steps']}", "num_envs=4", f"dataset={dataset}",
            "algo.eval_interval=0"])
     out["h2o"] = ret(run)
     run = work / f"uni_o4_{task}_{shift}_{seed}"
-    train([*common, "algo=uni_o4", f"steps={p['online_steps']}", "num_envs=16", f"dataset={dataset}", f"out={run}",
+    train_run(run, [*common, "algo=uni_o4", f"steps={p['online_steps']}", "num_envs=16", f"dataset={dataset}",
            f"algo.offline_steps={p['offline_steps']}", f"algo.improve_steps={max(100, p['offline_steps'] // 10)}",
            *p.get("uni_o4_overrides", ())])
     out["uni_o4_offline"] = ret(run, "offline")
@@ -147,6 +170,9 @@ def main() -> None:
     ap.add_argument("--combine", nargs="+", type=Path, metavar="JSON",
                     help="run nothing: merge the JSON of finished runs (same budgets, other tasks or shifts) "
                          "into one table, chart and --json")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue an interrupted run in --workdir with the same settings: finished runs, "
+                         "snapshots and the dataset are kept, unfinished runs continue from their checkpoints")
     args = ap.parse_args()
     if args.combine:
         if not args.json:
@@ -163,11 +189,25 @@ def main() -> None:
         if not isinstance(FULL.get(key), int) or not value.isdigit():
             ap.error(f"--set {item}: expected KEY=N with KEY one of the integer budgets of the preset")
         p[key] = int(value)
+    if args.resume and not args.workdir:
+        ap.error("--resume needs --workdir: the folder of the interrupted run")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="sim2real_gap_"))
-    if work.exists() and any(work.iterdir()):
-        ap.error(f"--workdir {work} is not empty (runs of an earlier benchmark?); choose an empty or new folder")
+    settings = work / "settings.json"
+    wanted = json.loads(json.dumps(p))  # tuples as lists, as read back
+    if args.resume:
+        if not settings.exists():
+            ap.error(f"--resume: {settings} is missing, so {work} is not the folder of a run of this benchmark")
+        saved = json.loads(settings.read_text())
+        if saved != wanted:
+            diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+            ap.error(f"--resume: {work} was run with other settings ({', '.join(diff)}); "
+                     "give the same options as the interrupted run")
+    elif work.exists() and any(work.iterdir()):
+        ap.error(f"--workdir {work} is not empty (runs of an earlier benchmark?); "
+                 "choose an empty or new folder, or --resume to continue that run")
     work.mkdir(parents=True, exist_ok=True)
-    from robotrl.datasets import collect, save_dataset
+    settings.write_text(json.dumps(wanted, indent=1))
+    from robotrl.datasets import collect, load_dataset, save_dataset
 
     preset = "quick" if args.quick else "full"
     if args.set or args.tasks or args.shifts or args.seeds:
@@ -178,9 +218,13 @@ def main() -> None:
         for shift in p["shifts"]:
             snaps = behaviour_snapshots(task, shift, p, work)
             policies = snaps if p["quality"] == "medium-replay" else snaps[-1:]
-            data = collect(task, p["transitions"], policies=[str(s) for s in policies], quality=p["quality"],
-                           real_domain=shift, num_envs=16, seed=0, progress=False)
-            dataset = save_dataset(data, work / f"real_{task}_{shift}.npz")
+            dataset = work / f"real_{task}_{shift}.npz"
+            if dataset.exists():  # collected before an interruption (--resume)
+                data = load_dataset(dataset)
+            else:
+                data = collect(task, p["transitions"], policies=[str(s) for s in policies], quality=p["quality"],
+                               real_domain=shift, num_envs=16, seed=0, progress=False)
+                dataset = save_dataset(data, dataset)
             per_method: dict[str, list[float]] = {m: [] for m in METHODS}
             for seed in range(p["seeds"]):
                 for m, r in run_methods(task, shift, dataset, seed, p, work).items():
