@@ -53,17 +53,13 @@ def train(args: list[str]) -> None:
 
 
 def train_run(run: Path, args: list[str]) -> None:
-    """One run of a method, kept across interruptions of the benchmark: a finished
-    run (its eval.json) is reused, a run with a checkpoint continues from it."""
-    from robotrl.run_dir import CHECKPOINT
+    """One run of a method; after an interruption (--resume) a finished run is
+    reused and a run with a checkpoint continues from it."""
+    from robotrl.run_dir import continue_args
 
-    if (run / "eval.json").exists():
-        return
-    if (run / CHECKPOINT).exists():
-        args = [*args, "resume=true"]
-    elif run.exists():
-        shutil.rmtree(run)  # started, but stopped before its first checkpoint: nothing to continue
-    train([*args, f"out={run}"])
+    more = continue_args(run)
+    if more is not None:
+        train([*args, *more, f"out={run}"])
 
 
 def behaviour_snapshots(task: str, shift: str, p: dict, work: Path) -> list[Path]:

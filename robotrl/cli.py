@@ -27,7 +27,7 @@ verbs:
   dataset import-bag bag=FILE.mcap task=NAME config=MAPPING.yaml out=FILE.npz
   vlm finetune task=NAME out=DIR [base_model=robotrl-tiny base_weights=PATH frames=N epochs=N seed=S]
           train a small CLIP on the task's renders, for reward=vlm vlm.weights=DIR
-  bench   safety [preset=quick|full tasks=[...] seeds=N out=DIR]   the safety benchmark suite
+  bench   safety [preset=quick|full tasks=[...] seeds=N out=DIR resume=true]   the safety benchmark suite
   shield  policy=ARTIFACT_DIR [dataset=PATH threshold=0.3 out=DIR]   fit a safety shield into a copy of the artifact
   deploy  policy=ARTIFACT_DIR [config=launch/config/deploy.yaml sim_robot=true autostart=true duration=S]
   record  topics=[/joint_states,/imu,...] out=FILE.mcap [duration=S domain_id=N]

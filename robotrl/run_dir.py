@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 import sys
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,20 @@ def open_run(cfg: dict[str, Any]) -> dict | None:
     if (out / CHECKPOINT).exists():
         raise FileExistsError(f"{out} already holds a run; pass resume=true to continue it or choose another out=DIR")
     return None
+
+
+def continue_args(out: Path) -> list[str] | None:
+    """How a benchmark continues one of its runs after an interruption: None when
+    the run finished (it has its eval.json), ``["resume=true"]`` when it has a
+    checkpoint, ``[]`` for a fresh start (a folder with neither is removed: it was
+    stopped before anything worth continuing was written)."""
+    if (out / "eval.json").exists():
+        return None
+    if (out / CHECKPOINT).exists():
+        return ["resume=true"]
+    if out.exists():
+        shutil.rmtree(out)
+    return []
 
 
 def write_config(out: Path, cfg: dict) -> None:

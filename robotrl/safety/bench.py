@@ -37,29 +37,50 @@ def _train(args: list[str]) -> None:
         raise RuntimeError(f"robotrl train {' '.join(args)} failed (exit code {code})")
 
 
+def _train_run(run: Path, args: list[str]) -> None:
+    """A run of the suite; with ``resume=true`` a finished one is kept and an
+    interrupted one continues from its checkpoint."""
+    from robotrl.run_dir import continue_args
+
+    more = continue_args(run)
+    if more is not None:
+        _train([*args, *more, f"out={run}"])
+
+
 def _eval_result(run: Path) -> dict:
     return json.loads((run / "eval.json").read_text())
 
 
 def behaviour_dataset(task: str, spec: dict, preset: dict, work: Path, task_args: list[str]):
     """DSRL-style data: PPO-Lag at each behaviour cost limit, snapshots along the way."""
-    from robotrl.datasets import collect, save_dataset
+    from robotrl.datasets import collect, load_dataset, save_dataset
     from robotrl.sim import make_task
 
+    from robotrl.run_dir import CHECKPOINT
+
+    path = work / f"dataset_{task}.npz"
+    if path.exists():  # made before an interruption (the file is written atomically)
+        return load_dataset(path), path
     snapshots = []
     for limit in preset["behaviour_limits"]:
         run = work / f"behaviour_{task}_limit{limit}"
         for i in range(1, preset["snapshots"] + 1):
             steps = preset["behaviour_steps"] * i // preset["snapshots"]
-            _train([f"task={task}", "algo=ppo_lag", f"algo.cost_limit={limit}", f"steps={steps}", f"out={run}",
-                    "eval_episodes=1", *task_args, *(["resume=true"] if i > 1 else [])])
             snap = work / f"{run.name}_snap{i}"
-            shutil.copytree(run / "artifact", snap)
             snapshots.append(str(snap))
+            if snap.exists():
+                continue
+            # Each snapshot continues the same run to more steps.
+            _train([f"task={task}", "algo=ppo_lag", f"algo.cost_limit={limit}", f"steps={steps}", f"out={run}",
+                    "eval_episodes=1", *task_args, *(["resume=true"] if (run / CHECKPOINT).exists() else [])])
+            partial = snap.with_name(snap.name + ".partial")  # a snapshot appears whole or not at all
+            shutil.rmtree(partial, ignore_errors=True)
+            shutil.copytree(run / "artifact", partial)
+            partial.rename(snap)
     task_obj = make_task(task, spec.get("config") or {})
     data = collect(task_obj, preset["transitions"], policies=snapshots, noise_std=preset["behaviour_noise"],
                    num_envs=16, seed=0, progress=False)
-    return data, save_dataset(data, work / f"dataset_{task}.npz")
+    return data, save_dataset(data, path)
 
 
 def run_task(task: str, spec: dict, preset: dict, seeds: int, work: Path, log) -> dict:
@@ -76,14 +97,14 @@ def run_task(task: str, spec: dict, preset: dict, seeds: int, work: Path, log) -
             log(f"[{task}] seed {seed}: {algo}")
             run = work / f"{algo}_{task}_s{seed}"
             extra = [f"algo.cost_limit={kappa}"] if algo == "ppo_lag" else []
-            _train([*common, f"algo={algo}", f"steps={preset['online_steps']}", f"out={run}", *extra])
+            _train_run(run, [*common, f"algo={algo}", f"steps={preset['online_steps']}", *extra])
             per_algo.setdefault(algo, []).append(_eval_result(run))
         for algo in OFFLINE:
             log(f"[{task}] seed {seed}: {algo}")
             run = work / f"{algo}_{task}_s{seed}"
             overrides = [f"algo.{k}={v}" for k, v in preset.get("offline_overrides", {}).get(algo, {}).items()]
-            _train([*common, f"algo={algo}", f"steps={preset['offline_steps']}", f"dataset={dataset}", f"out={run}",
-                    f"algo.cost_limit={kappa}", "algo.eval_interval=0", *overrides])
+            _train_run(run, [*common, f"algo={algo}", f"steps={preset['offline_steps']}", f"dataset={dataset}",
+                             f"algo.cost_limit={kappa}", "algo.eval_interval=0", *overrides])
             per_algo.setdefault(algo, []).append(_eval_result(run))
         log(f"[{task}] seed {seed}: shield")
         try:
@@ -117,6 +138,9 @@ def shield_result(ppo_run: Path, task: str, spec: dict, preset: dict, seed: int)
     from robotrl.safety.fit_shield import fit_shield_cmd
 
     out = ppo_run / "artifact_shielded"
+    if (out / "shield.json").exists():  # fitted and evaluated before an interruption
+        return json.loads((out / "shield.json").read_text())["shielded"]
+    shutil.rmtree(out, ignore_errors=True)  # stopped before its evaluation: fit again
     overrides = [f"policy={ppo_run / 'artifact'}", f"task={task}", f"out={out}", f"seed={seed}", "progress=false",
                  f"eval_episodes={preset['eval_episodes']}", f"transitions={preset['shield_transitions']}",
                  f"critic.steps={preset['shield_steps']}", f"threshold={preset.get('shield_threshold', 'auto')}",
@@ -169,6 +193,25 @@ def write_report(results: list[dict], out: Path, preset_name: str, wall: float) 
     return path
 
 
+def check_resume(out: Path, settings: dict, resume: bool) -> None:
+    """An interrupted suite continues (``resume=true``) only with the settings it
+    was started with; without ``resume=true`` it never mixes with an earlier one."""
+    path = out / "settings.json"
+    wanted = json.loads(json.dumps(settings))  # as read back
+    if resume:
+        if not path.exists():
+            raise FileNotFoundError(f"resume=true: {path} is missing, so {out} holds no run of this suite to continue")
+        saved = json.loads(path.read_text())
+        if saved != wanted:
+            diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+            raise ValueError(f"resume=true: {out} was started with other settings ({', '.join(diff)}); "
+                             "give the same preset, tasks, seeds and overrides")
+    elif (out / "runs").exists() and any((out / "runs").iterdir()):
+        raise FileExistsError(f"{out} holds runs of an earlier suite; resume=true continues it, or choose another out=")
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(wanted, indent=1))
+
+
 def bench_safety_cmd(cfg: dict) -> list[dict]:
     preset_name = cfg["preset"]
     if preset_name not in cfg["presets"]:
@@ -179,9 +222,10 @@ def bench_safety_cmd(cfg: dict) -> list[dict]:
     if unknown:
         raise KeyError(f"no safety-benchmark settings for tasks {unknown}; known: {', '.join(cfg['task_specs'])}")
     out = Path(cfg["out"])
-    out.mkdir(parents=True, exist_ok=True)
     work = out / "runs"
     seeds = int(cfg.get("seeds") or preset["seeds"])
+    check_resume(out, {"preset": preset_name, "settings": preset, "tasks": list(tasks), "seeds": seeds,
+                       "task_specs": {t: cfg["task_specs"][t] for t in tasks}}, bool(cfg.get("resume")))
     t0 = time.perf_counter()
     results = []
     for task in tasks:

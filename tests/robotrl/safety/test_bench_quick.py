@@ -1,19 +1,58 @@
-"""robotrl bench safety preset=quick: the whole suite end to end on a tiny budget."""
+"""robotrl bench safety preset=quick: the whole suite end to end on a tiny budget,
+and continued after an interruption."""
 import json
+import shutil
 
 import pytest
 
 from robotrl.cli import main
 
 
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench_safety")
+    assert main(["bench", "safety", "preset=quick", f"out={out}"]) == 0
+    return out
+
+
 @pytest.mark.slow
-def test_safety_bench_quick_writes_the_report(tmp_path):
-    assert main(["bench", "safety", "preset=quick", f"out={tmp_path}"]) == 0
-    results = json.loads((tmp_path / "results.json").read_text())["results"]
+def test_safety_bench_quick_writes_the_report(quick):
+    results = json.loads((quick / "results.json").read_text())["results"]
     rows = {r["algo"]: r for r in results[0]["rows"]}
     assert {"ppo", "ppo_lag", "fisor", "bc_all", "bc_safe", "cpq"} <= set(rows)
     for r in rows.values():
         assert r["normalized_cost"] == pytest.approx(r["cost"] / r["kappa"])
         assert r["safe"] == (r["normalized_cost"] <= 1.0)
-    report = (tmp_path / "report.md").read_text()
-    assert "normalized return" in report and (tmp_path / "return_vs_cost.png").stat().st_size > 1000
+    report = (quick / "report.md").read_text()
+    assert "normalized return" in report and (quick / "return_vs_cost.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_safety_bench_resumes_an_interrupted_suite(quick, capsys):
+    first = {r["algo"]: r for r in json.loads((quick / "results.json").read_text())["results"][0]["rows"]}
+    runs = quick / "runs" / "point_goal_hazards"
+    # An interruption: one run never started, one stopped before its evaluation, the
+    # shield fitted but not evaluated. The dataset and the finished runs stay as they are.
+    shutil.rmtree(runs / "cpq_point_goal_hazards_s0")
+    (runs / "bc_all_point_goal_hazards_s0" / "eval.json").unlink()
+    (runs / "ppo_point_goal_hazards_s0" / "artifact_shielded" / "shield.json").unlink()
+    kept = {p: p.stat().st_mtime_ns for p in (runs / "dataset_point_goal_hazards.npz",
+                                               runs / "ppo_lag_point_goal_hazards_s0" / "eval.json",
+                                               runs / "fisor_point_goal_hazards_s0" / "eval.json")}
+
+    assert main(["bench", "safety", "preset=quick", f"out={quick}"]) != 0
+    assert "resume=true continues it" in capsys.readouterr().err
+    assert main(["bench", "safety", "preset=quick", "seeds=2", f"out={quick}", "resume=true"]) != 0
+    assert "other settings (seeds)" in capsys.readouterr().err
+    assert main(["bench", "safety", "preset=quick", f"out={quick / 'elsewhere'}", "resume=true"]) != 0
+    assert "holds no run of this suite" in capsys.readouterr().err
+
+    assert main(["bench", "safety", "preset=quick", f"out={quick}", "resume=true"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept
+    assert (runs / "cpq_point_goal_hazards_s0" / "eval.json").exists()
+    assert (runs / "ppo_point_goal_hazards_s0" / "artifact_shielded" / "shield.json").exists()
+    again = {r["algo"]: r for r in json.loads((quick / "results.json").read_text())["results"][0]["rows"]}
+    assert set(again) == set(first)
+    # Kept and continued runs report what they did the first time.
+    for algo in ("ppo", "ppo_lag", "fisor", "bc_all"):
+        assert (again[algo]["return"], again[algo]["cost"]) == pytest.approx((first[algo]["return"], first[algo]["cost"]))
