@@ -192,8 +192,8 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     interruptible()
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE)
+    if not argv or argv[0] == "help" or {"-h", "--help"} & set(argv):
+        print(USAGE)  # also after a verb, where Hydra would take --help for a malformed override
         return 0
     verb, overrides = argv[0], argv[1:]
     if verb not in VERBS:

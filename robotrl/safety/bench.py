@@ -172,8 +172,11 @@ def scatter(results: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(results: list[dict], out: Path, preset_name: str, wall: float) -> Path:
-    lines = [f"# Safety benchmark ({preset_name} preset, {wall / 60:.1f} min)", "",
+def write_report(results: list[dict], out: Path, preset_name: str, wall: float, preset: dict, seeds: int) -> Path:
+    # The budgets as run (a preset's values can be overridden on the command line).
+    budgets = ", ".join(f"{k}={v}" for k, v in preset.items() if k != "tasks")
+    lines = [f"# Safety benchmark ({preset_name} preset, seeds: {seeds}, {wall / 60:.1f} min)", "",
+             f"Budgets: {budgets}.", "",
              "DSRL-style scores: normalized return against the dataset's return range, normalized cost = "
              "episode cost / kappa; safe = normalized cost <= 1. Mean ± std over seeds.", "",
              "![return vs cost](return_vs_cost.png)", ""]
@@ -228,11 +231,15 @@ def bench_safety_cmd(cfg: dict) -> list[dict]:
                        "task_specs": {t: cfg["task_specs"][t] for t in tasks}}, bool(cfg.get("resume")))
     t0 = time.perf_counter()
     results = []
+
+    def log(msg: str) -> None:  # hours of runs: say when each began
+        print(f"[{(time.perf_counter() - t0) / 60:6.1f} min] {msg}", flush=True)
+
     for task in tasks:
-        results.append(run_task(task, cfg["task_specs"][task], preset, seeds, work / task, print))
-        # Written after every task, so a crash loses at most the task in progress.
+        results.append(run_task(task, cfg["task_specs"][task], preset, seeds, work / task, log))
+        # Written after every task; a crash mid-task keeps its finished runs for resume=true.
         (out / "results.json").write_text(json.dumps({"preset": preset_name, "results": results}, indent=2))
     scatter(results, out / "return_vs_cost.png")
-    report = write_report(results, out, preset_name, time.perf_counter() - t0)
+    report = write_report(results, out, preset_name, time.perf_counter() - t0, preset, seeds)
     print(report.read_text())
     return results

@@ -83,6 +83,13 @@ def test_unknown_names_list_the_available_ones(capsys):
     assert "train" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["bench", "safety", "-h"], ["shield", "task=x", "--help"]])
+def test_help_anywhere_prints_the_usage(argv, capsys):
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: robotrl") and "bench   safety" in out
+
+
 def test_console_script_is_installed():
     exe = os.path.join(os.path.dirname(sys.executable), "robotrl")
     out = subprocess.run([exe, "train", "task=hopper", "--cfg"], capture_output=True, text=True)

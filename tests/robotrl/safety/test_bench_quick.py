@@ -25,6 +25,7 @@ def test_safety_bench_quick_writes_the_report(quick):
         assert r["safe"] == (r["normalized_cost"] <= 1.0)
     report = (quick / "report.md").read_text()
     assert "normalized return" in report and (quick / "return_vs_cost.png").stat().st_size > 1000
+    assert "seeds: 1" in report and "behaviour_steps=8192" in report  # the budgets as run
 
 
 @pytest.mark.slow
