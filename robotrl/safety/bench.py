@@ -27,6 +27,7 @@ import numpy as np
 ONLINE = ("ppo", "ppo_lag")
 OFFLINE = ("fisor", "bc_all", "bc_safe", "cpq")
 SHIELDED = "ppo+shield"
+ALGOS = (*ONLINE, *OFFLINE, SHIELDED)
 
 
 def _train(args: list[str]) -> None:
@@ -83,7 +84,8 @@ def behaviour_dataset(task: str, spec: dict, preset: dict, work: Path, task_args
     return data, save_dataset(data, path)
 
 
-def run_task(task: str, spec: dict, preset: dict, seeds: int, work: Path, log) -> dict:
+def run_task(task: str, spec: dict, preset: dict, seeds: int, work: Path, log,
+             algos: tuple[str, ...] = ALGOS) -> dict:
     kappa = float(spec["kappa"])
     task_args = [f"+task.config.{k}={v}" for k, v in (spec.get("config") or {}).items()]
     log(f"[{task}] behaviour data")
@@ -93,19 +95,21 @@ def run_task(task: str, spec: dict, preset: dict, seeds: int, work: Path, log) -
     per_algo: dict[str, list[dict]] = {}
     for seed in range(seeds):
         common = [f"task={task}", f"seed={seed}", f"eval_episodes={preset['eval_episodes']}", *task_args]
-        for algo in ONLINE:
+        for algo in (a for a in ONLINE if a in algos):
             log(f"[{task}] seed {seed}: {algo}")
             run = work / f"{algo}_{task}_s{seed}"
             extra = [f"algo.cost_limit={kappa}"] if algo == "ppo_lag" else []
             _train_run(run, [*common, f"algo={algo}", f"steps={preset['online_steps']}", *extra])
             per_algo.setdefault(algo, []).append(_eval_result(run))
-        for algo in OFFLINE:
+        for algo in (a for a in OFFLINE if a in algos):
             log(f"[{task}] seed {seed}: {algo}")
             run = work / f"{algo}_{task}_s{seed}"
             overrides = [f"algo.{k}={v}" for k, v in preset.get("offline_overrides", {}).get(algo, {}).items()]
             _train_run(run, [*common, f"algo={algo}", f"steps={preset['offline_steps']}", f"dataset={dataset}",
                              f"algo.cost_limit={kappa}", "algo.eval_interval=0", *overrides])
             per_algo.setdefault(algo, []).append(_eval_result(run))
+        if SHIELDED not in algos:
+            continue
         log(f"[{task}] seed {seed}: shield")
         try:
             per_algo.setdefault(SHIELDED, []).append(shield_result(work / f"ppo_{task}_s{seed}", task, spec, preset, seed))
@@ -224,11 +228,19 @@ def bench_safety_cmd(cfg: dict) -> list[dict]:
     unknown = [t for t in tasks if t not in cfg["task_specs"]]
     if unknown:
         raise KeyError(f"no safety-benchmark settings for tasks {unknown}; known: {', '.join(cfg['task_specs'])}")
+    algos = tuple(cfg.get("algos") or ALGOS)
+    if set(algos) - set(ALGOS):
+        raise KeyError(f"unknown algos {sorted(set(algos) - set(ALGOS))}; the suite runs: {', '.join(ALGOS)}")
+    if SHIELDED in algos and "ppo" not in algos:
+        raise ValueError(f"{SHIELDED} shields the ppo policy of the same seed: add ppo to algos")
     out = Path(cfg["out"])
     work = out / "runs"
     seeds = int(cfg.get("seeds") or preset["seeds"])
-    check_resume(out, {"preset": preset_name, "settings": preset, "tasks": list(tasks), "seeds": seeds,
-                       "task_specs": {t: cfg["task_specs"][t] for t in tasks}}, bool(cfg.get("resume")))
+    settings = {"preset": preset_name, "settings": preset, "tasks": list(tasks), "seeds": seeds,
+                "task_specs": {t: cfg["task_specs"][t] for t in tasks}}
+    if cfg.get("algos"):  # absent when all run, as in suites started before the key existed
+        settings["algos"] = list(algos)
+    check_resume(out, settings, bool(cfg.get("resume")))
     t0 = time.perf_counter()
     results = []
 
@@ -236,7 +248,7 @@ def bench_safety_cmd(cfg: dict) -> list[dict]:
         print(f"[{(time.perf_counter() - t0) / 60:6.1f} min] {msg}", flush=True)
 
     for task in tasks:
-        results.append(run_task(task, cfg["task_specs"][task], preset, seeds, work / task, log))
+        results.append(run_task(task, cfg["task_specs"][task], preset, seeds, work / task, log, algos))
         # Written after every task; a crash mid-task keeps its finished runs for resume=true.
         (out / "results.json").write_text(json.dumps({"preset": preset_name, "results": results}, indent=2))
     scatter(results, out / "return_vs_cost.png")

@@ -57,3 +57,24 @@ def test_safety_bench_resumes_an_interrupted_suite(quick, capsys):
     # Kept and continued runs report what they did the first time.
     for algo in ("ppo", "ppo_lag", "fisor", "bc_all"):
         assert (again[algo]["return"], again[algo]["cost"]) == pytest.approx((first[algo]["return"], first[algo]["cost"]))
+
+
+def test_safety_bench_refuses_unknown_or_incomplete_algos(tmp_path, capsys):
+    assert main(["bench", "safety", "preset=quick", "algos=[ppo,sac]", f"out={tmp_path}"]) != 0
+    err = capsys.readouterr().err
+    assert "unknown algos ['sac']" in err and "ppo_lag" in err
+    assert main(["bench", "safety", "preset=quick", "algos=[ppo_lag,ppo+shield]", f"out={tmp_path}"]) != 0
+    assert "add ppo to algos" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_safety_bench_runs_only_the_algos_asked_for(quick):
+    from robotrl.cli import compose
+    from robotrl.safety.bench import run_task
+
+    cfg = compose("bench_safety", ["preset=quick"])
+    # The quick suite's runs are all finished, so this reads them instead of training.
+    res = run_task("point_goal_hazards", cfg["task_specs"]["point_goal_hazards"], cfg["presets"]["quick"], 1,
+                   quick / "runs" / "point_goal_hazards", print, algos=("ppo", "bc_safe"))
+    assert {r["algo"] for r in res["rows"]} == {"ppo", "bc_safe"}
