@@ -16,7 +16,7 @@ target-domain returns and their ``ratio``; returns are shifted to be positive
 first where needed (by ``1 - min`` over all methods of that task and shift) and
 the row says so (``shift``).
 
-    python benchmarks/sim2real_gap.py --json out.json [--quick] [--seeds 3]
+    python benchmarks/sim2real_gap.py --json out.json [--quick] [--seeds 3] [--quality medium]
     python benchmarks/sim2real_gap.py --combine a.json b.json --json all.json   # merge finished runs
     python benchmarks/sim2real_gap.py --workdir runs/ --resume [same options]   # continue an interrupted run
 """
@@ -161,6 +161,9 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, help="keep the runs here (default: a temporary folder)")
     ap.add_argument("--tasks", nargs="+", help="a subset of the preset's tasks")
     ap.add_argument("--shifts", nargs="+", help="a subset of the preset's target-domain shifts")
+    ap.add_argument("--quality", choices=("medium-replay", "medium"),
+                    help="the real dataset: every behaviour snapshot (medium-replay, the preset's) or the last "
+                         "one with noise (medium)")
     ap.add_argument("--set", nargs="+", default=[], metavar="KEY=N",
                     help=f"override a budget of the preset, e.g. sim_steps=30000 ({', '.join(k for k, v in FULL.items() if isinstance(v, int))})")
     ap.add_argument("--combine", nargs="+", type=Path, metavar="JSON",
@@ -177,6 +180,8 @@ def main() -> None:
     p = dict(QUICK if args.quick else FULL)
     if args.seeds:
         p["seeds"] = args.seeds
+    if args.quality:
+        p["quality"] = args.quality
     for name in ("tasks", "shifts"):
         if getattr(args, name):
             p[name] = tuple(getattr(args, name))
@@ -206,7 +211,7 @@ def main() -> None:
     from robotrl.datasets import collect, load_dataset, save_dataset
 
     preset = "quick" if args.quick else "full"
-    if args.set or args.tasks or args.shifts or args.seeds:
+    if args.set or args.tasks or args.shifts or args.seeds or args.quality:
         preset += " (modified: see settings)"
     results, rows = [], []
     t_start = time.perf_counter()
@@ -241,6 +246,7 @@ def finish(args, results: list[dict], rows: list[dict], p: dict, preset: str, wa
     table = [{"task": r["task"], "shift": r["shift"], "method": m,
               "return": f"{np.mean(r['returns'][m]):.1f} ± {np.std(r['returns'][m]):.1f}"}
              for r in results for m in METHODS]
+    print(f"real dataset quality: {p['quality']}, {p['transitions']} transitions")
     print_table(table, [("task", "task"), ("shift", "shift"), ("method", "method"), ("return", "target return")])
     print()
     print_table(rows, [("task", "task"), ("shift", "shift"), ("comparison", "comparison"),

@@ -91,6 +91,8 @@ def test_sim2real_gap_resumes_an_interrupted_run(quick):
 
     proc = run(["--quick", "--seeds", "2", "--workdir", str(work), "--resume", "--json", str(tmp_path / "bad_resume.json")])
     assert proc.returncode != 0 and "other settings (seeds)" in proc.stderr and not (tmp_path / "bad_resume.json").exists()
+    proc = run(["--quick", "--quality", "medium", "--workdir", str(work), "--resume"])
+    assert proc.returncode != 0 and "other settings (quality)" in proc.stderr
     proc = run(["--quick", "--workdir", str(work)])
     assert proc.returncode != 0 and "--resume to continue" in proc.stderr
     proc = run(["--quick", "--resume"])
