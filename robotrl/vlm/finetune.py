@@ -53,6 +53,9 @@ class FinetuneConfig:
     weight_decay: float = 0.05
     check_states: int = 512  # fresh random states for the reward check
     seed: int = 0
+    # CPU threads for training; null keeps torch's. Sums split over another thread count
+    # round differently, so the same seed gives other weights: fix it to repeat a run.
+    torch_threads: int | None = None
     device: str = "cpu"
     progress: bool = True
     overwrite: bool = False
@@ -69,6 +72,8 @@ class FinetuneConfig:
             raise ValueError("give task=NAME and out=DIR")
         if not 0.0 < out.holdout < 1.0:
             raise ValueError(f"holdout must be in (0, 1), got {out.holdout}")
+        if out.torch_threads is not None and out.torch_threads < 1:
+            raise ValueError(f"torch_threads must be >= 1 or null, got {out.torch_threads}")
         if out.frames < 10 or out.epochs < 1 or out.batch_size < 2:
             raise ValueError(f"need frames >= 10, epochs >= 1, batch_size >= 2 (got {out.frames}, "
                              f"{out.epochs}, {out.batch_size})")
@@ -221,10 +226,15 @@ def finetune(cfg: FinetuneConfig) -> dict:
     render_s = time.perf_counter() - started
 
     # fork_rng: a fixed seed for the initial weights without moving the caller's RNG.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        model, tokenizer = build_clip(cfg.base_model, cfg.base_weights, cfg.device)
-        stats = train_clip(model, tokenizer, frames[train], spec.targets(qpos[train]), spec.classes, cfg, rng)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(cfg.torch_threads or threads)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            model, tokenizer = build_clip(cfg.base_model, cfg.base_weights, cfg.device)
+            stats = train_clip(model, tokenizer, frames[train], spec.targets(qpos[train]), spec.classes, cfg, rng)
+    finally:
+        torch.set_num_threads(threads)
     stats["seconds"] = round(time.perf_counter() - started - render_s, 2)
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -261,7 +271,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
             "reward_check": reward_check(encoder, spec, qpos[check], frames[check]),
         }
         training = {**{k: getattr(cfg, k) for k in ("frames", "holdout", "epochs", "batch_size", "lr",
-                                                     "weight_decay", "seed")},
+                                                     "weight_decay", "seed", "torch_threads")},
                     "render_seconds": round(render_s, 2), **stats}
         meta.update(training=training, evaluation=evaluation)
         (tmp / META_FILE).write_text(yaml.safe_dump(meta, sort_keys=False))

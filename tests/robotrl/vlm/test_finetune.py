@@ -90,3 +90,24 @@ def test_cli_is_deterministic_and_refuses_to_overwrite(tmp_path, capsys):
     assert "tasks with captions" in capsys.readouterr().err
     assert main(["vlm", "finetune", "task=cartpole_swingup"]) == 1
     assert "give task=NAME and out=DIR" in capsys.readouterr().err
+
+
+def test_torch_threads_fixes_the_weights_whatever_the_callers_thread_count(tmp_path, capsys):
+    import torch
+
+    args = ["vlm", "finetune", "task=cartpole_swingup", "frames=64", "epochs=1", "check_states=16", "progress=false",
+            "torch_threads=1"]
+    before = torch.get_num_threads()
+    weights = []
+    try:
+        for n, callers in enumerate((1, 2)):
+            torch.set_num_threads(callers)
+            assert main(args + [f"out={tmp_path / str(n)}"]) == 0
+            assert torch.get_num_threads() == callers  # given back
+            weights.append(load_file(str(tmp_path / str(n) / "open_clip_model.safetensors")))
+    finally:
+        torch.set_num_threads(before)
+    assert all(np.array_equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert json.loads((tmp_path / "0" / "summary.json").read_text())["training"]["torch_threads"] == 1
+    assert main(args[:-1] + ["torch_threads=0", f"out={tmp_path / 'bad'}"]) == 1
+    assert "torch_threads must be >= 1" in capsys.readouterr().err
