@@ -82,6 +82,8 @@ class OnPolicyRunner:
         algo_cfg = cfg_cls.from_dict(cfg["algo"])
         self.alg = algo_cls(algo_cfg, self.env.obs_sizes, self.env.num_actions, self.env.num_envs, self.device, int(cfg["seed"]))
         self.alg.defer_rewards = self.env.deferred_rewards
+        if hasattr(self.alg, "episode_steps"):  # ppo_lag's cost_estimate=rate
+            self.alg.episode_steps = getattr(self.env, "max_episode_length", None)
         self.steps_per_iter = self.world_size * self.env.num_envs * algo_cfg.num_steps_per_env
         self.num_iterations = max(1, math.ceil(int(cfg["steps"]) / self.steps_per_iter))
         self.iteration = 0

@@ -8,6 +8,22 @@ gradient ascent on lambda (J_c - limit) with Adam (``lagrangian: gradient``, Omn
 defaults) or by the PID rule of Stooke et al. 2020, "Responsive Safety in RL by PID
 Lagrangian Methods" (``lagrangian: pid``), which damps the cost oscillation of the
 plain multiplier.
+
+Whose episodes: the Gaussian the policy samples from during training is not the
+policy deployed (its mean action), and the two can spend very different costs (on
+halfcheetah_velocity a multiplier that held the training episodes at 23 of a 25
+limit left the mean action at 3.6 or 85). With ``mean_action_fraction`` > 0 a
+share of the envs acts on the mean action: the multiplier follows their
+episodes, and their transitions stay out of the PPO update (they were not
+sampled from the policy whose ratio the surrogate takes).
+
+When: an episode's cost is known only when it ends, a whole episode after the
+actions that spent it (42 iterations of 24 steps on a 1000-step task). With that
+delay the multiplier overshoots both ways: PID on the mean action's episodes
+swung that cost between 0 and 55 with a period of about 125 iterations.
+``cost_estimate: rate`` feeds it the last rollout's cost per step times the
+episode's step limit instead, a reading one rollout old (an upper bound where
+episodes end early, e.g. on a fall).
 """
 from __future__ import annotations
 
@@ -37,6 +53,12 @@ class PPOLagConfig(PPOConfig):
     pid_ema: float = 0.95  # smoothing of the proportional and derivative inputs
     cost_gamma: float = 0.99
     cost_value_loss_coef: float = 1.0
+    # Share of the envs that act on the mean action, for the multiplier (0: it
+    # follows the training episodes). At least one env when > 0.
+    mean_action_fraction: float = 0.0
+    # What the multiplier reads: "episodes" (mean cost of the episodes that ended in
+    # the rollout) or "rate" (the rollout's cost per step x the episode step limit).
+    cost_estimate: str = "episodes"
 
     def __post_init__(self):
         if not self.cost_limit >= 0:
@@ -45,6 +67,19 @@ class PPOLagConfig(PPOConfig):
             raise ValueError(f"lagrangian must be 'gradient' or 'pid', got {self.lagrangian!r}")
         if not 0 <= self.lambda_init <= self.lambda_max:
             raise ValueError(f"lambda_init={self.lambda_init} must lie in [0, lambda_max={self.lambda_max}]")
+        if self.cost_estimate not in ("episodes", "rate"):
+            raise ValueError(f"cost_estimate must be 'episodes' or 'rate', got {self.cost_estimate!r}")
+        if not 0.0 <= self.mean_action_fraction < 1.0:
+            raise ValueError(f"mean_action_fraction must lie in [0, 1), got {self.mean_action_fraction}")
+
+    def mean_action_envs(self, num_envs: int) -> int:
+        if self.mean_action_fraction == 0.0:
+            return 0
+        k = max(1, round(self.mean_action_fraction * num_envs))
+        if k >= num_envs:
+            raise ValueError(f"mean_action_fraction={self.mean_action_fraction} of {num_envs} envs leaves none to "
+                             "learn from: use more envs or a smaller fraction")
+        return k
 
 
 # ------------------------------------------------------------------- losses
@@ -123,17 +158,29 @@ class PIDLagrangian:
 
 # -------------------------------------------------------------------- PPO-Lag
 class PPOLag(PPO):
+    """Envs ``[0, k)`` act on the mean action when ``mean_action_fraction`` gives k > 0;
+    PPO's storage holds envs ``[k, num_envs)`` only."""
+
     def __init__(self, cfg: PPOLagConfig, obs_sizes, num_actions, num_envs, device="cpu", seed: int = 0):
-        super().__init__(cfg, obs_sizes, num_actions, num_envs, device, seed)
+        self.k = cfg.mean_action_envs(num_envs)
+        learners = num_envs - self.k
+        super().__init__(cfg, obs_sizes, num_actions, learners, device, seed)
         self.cost_critic = mlp(obs_sizes[self.critic_group], cfg.critic_hidden, 1, cfg.activation).to(self.device)
         distributed.broadcast_module_(self.cost_critic)
         self.optimizer.add_param_group({"params": self.cost_critic.parameters()})
-        self.storage = RolloutStorage(cfg.num_steps_per_env, num_envs, obs_sizes, num_actions, self.device, with_cost=True)
+        self.storage = RolloutStorage(cfg.num_steps_per_env, learners, obs_sizes, num_actions, self.device, with_cost=True)
         self.lagrangian = GradientLagrangian(cfg) if cfg.lagrangian == "gradient" else PIDLagrangian(cfg)
-        # Per-env running episode cost, and the costs of episodes finished since the last update.
+        # Per-env running episode cost, and the costs of episodes finished since the
+        # last update: those the multiplier follows, and the training policy's.
         self._episode_cost = torch.zeros(num_envs, device=self.device)
         self._finished_costs: list[torch.Tensor] = []
+        self._finished_sampled: list[torch.Tensor] = []
         self.last_episode_cost = float("nan")
+        self.last_sampled_cost = float("nan")
+        # cost_estimate=rate: the followed envs' cost and steps in this rollout, and the
+        # episode step limit (set by the runner from the env).
+        self._rollout_cost = torch.zeros(2, device=self.device)
+        self.episode_steps: int | None = None
 
     def cost_value(self, critic_obs: torch.Tensor) -> torch.Tensor:
         return self.cost_critic(self.model.critic_norm(critic_obs)).squeeze(-1)
@@ -144,8 +191,17 @@ class PPOLag(PPO):
     @torch.no_grad()
     def act(self, obs):
         actions = super().act(obs)
+        if self.k:
+            actions = actions.clone()
+            actions[: self.k] = self._last["mean"][: self.k]
         self._last["cost_values"] = self.cost_value(self._critic_obs(obs))
         return actions
+
+    def _learners(self, x):
+        """The rows of the envs PPO learns from."""
+        if isinstance(x, dict):
+            return {key: self._learners(v) for key, v in x.items()}
+        return x[self.k:] if self.k else x
 
     @torch.no_grad()
     def process_step(self, rewards, dones, time_outs, costs=None) -> None:
@@ -155,8 +211,15 @@ class PPOLag(PPO):
         done = dones.to(self.device).float()
         self._episode_cost += costs
         if done.any():
-            self._finished_costs.append(self._episode_cost[done.bool()].clone())
+            ended = done.bool()
+            self._finished_sampled.append(self._learners(self._episode_cost)[self._learners(ended)].clone())
+            followed = self._episode_cost[: self.k][ended[: self.k]] if self.k else self._finished_sampled[-1]
+            self._finished_costs.append(followed.clone())
         self._episode_cost *= 1.0 - done
+        followed_costs = costs[: self.k] if self.k else costs
+        self._rollout_cost += torch.stack([followed_costs.sum(), followed_costs.new_tensor(float(len(followed_costs)))])
+        self._last = self._learners(self._last)
+        costs, rewards, dones, time_outs = (self._learners(x) for x in (costs, rewards, dones, time_outs))
         # Time-outs bootstrap the cost too: the episode was cut, not ended.
         cost_target = costs + self.cfg.cost_gamma * self._last["cost_values"] * time_outs.float()
         cost_values = self._last["cost_values"]
@@ -165,8 +228,12 @@ class PPOLag(PPO):
         s.costs[s.step - 1] = cost_target
         s.cost_values[s.step - 1] = cost_values
 
+    def rewrite_rewards(self, rewards: torch.Tensor) -> None:
+        super().rewrite_rewards(rewards[:, self.k:] if self.k else rewards)
+
     @torch.no_grad()
     def compute_returns(self, last_obs) -> None:
+        last_obs = self._learners(last_obs)
         super().compute_returns(last_obs)
         s = self.storage
         last = self.cost_value(self._critic_obs(last_obs))
@@ -175,17 +242,28 @@ class PPOLag(PPO):
 
     def update(self) -> dict[str, float]:
         # The multiplier moves first, on the episodes of the rollout just collected.
-        if self._finished_costs:
-            finished = torch.cat(self._finished_costs)
-            total = torch.stack([finished.sum(), finished.new_tensor(float(len(finished)))])
-            distributed.all_reduce_sum_(total)
-            self.last_episode_cost = float(total[0] / total[1])
-            self.lagrangian.update(self.last_episode_cost)
-            self._finished_costs.clear()
+        if self.cfg.cost_estimate == "rate":
+            if not self.episode_steps:
+                raise ValueError("cost_estimate=rate needs the episode step limit: set PPOLag.episode_steps")
+            total = distributed.all_reduce_sum_(self._rollout_cost.clone())
+            followed = float(total[0] / total[1]) * self.episode_steps if total[1] > 0 else None
+        else:
+            followed = _mean_over_ranks(self._finished_costs, self.device)
+        self._rollout_cost.zero_()
+        if followed is not None:
+            self.last_episode_cost = followed
+            self.lagrangian.update(followed)
+        sampled = _mean_over_ranks(self._finished_sampled, self.device)
+        if sampled is not None:
+            self.last_sampled_cost = sampled
+        self._finished_costs.clear()
+        self._finished_sampled.clear()
         self._lambda = self.lagrangian.value
         out = super().update()
         out["lambda"] = self._lambda
         out["episode_cost"] = self.last_episode_cost
+        if self.k:
+            out["sampled_episode_cost"] = self.last_sampled_cost
         return out
 
     def policy_advantages(self, batch: dict) -> torch.Tensor:
@@ -206,3 +284,12 @@ class PPOLag(PPO):
         super().load_state_dict(state)
         self.lagrangian.load_state_dict(state["lagrangian"])
         self._episode_cost = state["episode_cost"].to(self.device)
+
+
+def _mean_over_ranks(chunks: list[torch.Tensor], device) -> float | None:
+    """Mean of the episode costs in ``chunks`` over all ranks; None when no rank
+    finished an episode. Every rank takes part in the reduction, finished or not."""
+    finished = torch.cat(chunks) if chunks else torch.zeros(0, device=device)
+    total = torch.stack([finished.sum(), finished.new_tensor(float(len(finished)))])
+    distributed.all_reduce_sum_(total)
+    return float(total[0] / total[1]) if total[1] > 0 else None

@@ -66,6 +66,57 @@ def test_cost_channel_reaches_the_update():
     assert out["lambda"] > 0.5 and "cost_value" in out  # over the limit: the multiplier grew
 
 
+def test_the_multiplier_follows_the_mean_action_envs_and_ppo_learns_from_the_others():
+    cfg = PPOLagConfig(num_steps_per_env=8, num_learning_epochs=1, num_minibatches=1, cost_limit=4.0, lambda_init=0.5,
+                       mean_action_fraction=0.25)
+    alg = PPOLag(cfg, {"policy": 3, "critic": 4}, 2, num_envs=8)
+    assert alg.k == 2 and alg.storage.num_envs == 6
+    obs = {"policy": torch.randn(8, 3), "critic": torch.randn(8, 4)}
+    # The mean-action envs pay 1 per step, the sampling ones nothing.
+    costs = torch.tensor([1.0, 1.0, 0, 0, 0, 0, 0, 0])
+    for t in range(8):
+        actions = alg.act(obs)
+        torch.testing.assert_close(actions[:2], alg.model.distribution(obs["policy"][:2]).mean)
+        assert not torch.allclose(actions[2:], alg.model.distribution(obs["policy"][2:]).mean)
+        alg.process_step(torch.ones(8), torch.tensor([t == 7] * 8), torch.zeros(8, dtype=torch.bool), costs=costs)
+    # Only the learners' rows reached PPO's storage: their actions were sampled.
+    torch.testing.assert_close(alg.storage.obs["policy"][0], obs["policy"][2:])
+    alg.compute_returns(obs)
+    assert alg.storage.costs.abs().sum() == 0
+    out = alg.update()
+    assert out["episode_cost"] == 8.0 and out["sampled_episode_cost"] == 0.0
+    assert out["lambda"] > 0.5  # 8 > 4: the mean action's cost moved it, though the samples cost nothing
+
+
+def test_rate_estimate_reads_the_rollouts_cost_per_step_times_the_step_limit():
+    cfg = PPOLagConfig(num_steps_per_env=8, num_learning_epochs=1, num_minibatches=1, cost_limit=40.0, lambda_init=0.5,
+                       mean_action_fraction=0.25, cost_estimate="rate")
+    alg = PPOLag(cfg, {"policy": 3, "critic": 4}, 2, num_envs=8)
+    obs = {"policy": torch.randn(8, 3), "critic": torch.randn(8, 4)}
+    # No episode ends in the rollout; the mean-action envs spend 1 on half their steps.
+    for t in range(8):
+        alg.act(obs)
+        costs = torch.tensor([float(t % 2), float(t % 2), 1, 1, 1, 1, 1, 1])
+        alg.process_step(torch.ones(8), torch.zeros(8, dtype=torch.bool), torch.zeros(8, dtype=torch.bool), costs=costs)
+    alg.compute_returns(obs)
+    with pytest.raises(ValueError, match="needs the episode step limit"):
+        alg.update()
+    alg.episode_steps = 100
+    out = alg.update()
+    assert out["episode_cost"] == 50.0  # 0.5 per step x 100 steps, against a limit of 40
+    assert out["lambda"] > 0.5
+    with pytest.raises(ValueError, match="cost_estimate must be"):
+        PPOLagConfig(cost_estimate="window")
+
+
+def test_mean_action_share_must_leave_envs_to_learn_from():
+    with pytest.raises(ValueError, match="mean_action_fraction must lie in"):
+        PPOLagConfig(mean_action_fraction=1.0)
+    with pytest.raises(ValueError, match="leaves none to learn from"):
+        PPOLag(PPOLagConfig(mean_action_fraction=0.9), {"policy": 3}, 2, num_envs=2)
+    assert PPOLagConfig(mean_action_fraction=0.01).mean_action_envs(16) == 1  # at least one env when > 0
+
+
 def test_cli_trains_ppo_lag_and_reports_cost(tmp_path):
     out = tmp_path / "run"
     code = main(["train", "task=hopper_velocity", "algo=ppo_lag", "steps=3000", "num_envs=16", f"out={out}",
