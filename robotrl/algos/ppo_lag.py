@@ -20,7 +20,8 @@ sampled from the policy whose ratio the surrogate takes).
 When: an episode's cost is known only when it ends, a whole episode after the
 actions that spent it (42 iterations of 24 steps on a 1000-step task). With that
 delay the multiplier overshoots both ways: PID on the mean action's episodes
-swung that cost between 0 and 55 with a period of about 125 iterations.
+swung that cost (means over 25 updates) between 0.2 and 58.5, with a period of
+about 125 updates.
 ``cost_estimate: rate`` feeds it the last rollout's cost per step times the
 episode's step limit instead, a reading one rollout old (an upper bound where
 episodes end early, e.g. on a fall).
