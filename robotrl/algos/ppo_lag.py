@@ -165,6 +165,9 @@ class PPOLag(PPO):
     def __init__(self, cfg: PPOLagConfig, obs_sizes, num_actions, num_envs, device="cpu", seed: int = 0):
         self.k = cfg.mean_action_envs(num_envs)
         learners = num_envs - self.k
+        # The env rows the multiplier follows, and those PPO learns from.
+        self._followed = slice(0, self.k) if self.k else slice(None)
+        self._learn = slice(self.k, None)
         super().__init__(cfg, obs_sizes, num_actions, learners, device, seed)
         self.cost_critic = mlp(obs_sizes[self.critic_group], cfg.critic_hidden, 1, cfg.activation).to(self.device)
         distributed.broadcast_module_(self.cost_critic)
@@ -175,12 +178,12 @@ class PPOLag(PPO):
         # last update: those the multiplier follows, and the training policy's.
         self._episode_cost = torch.zeros(num_envs, device=self.device)
         self._finished_costs: list[torch.Tensor] = []
-        self._finished_sampled: list[torch.Tensor] = []
+        self._finished_sampled: list[torch.Tensor] = []  # only with mean-action envs
         self.last_episode_cost = float("nan")
         self.last_sampled_cost = float("nan")
-        # cost_estimate=rate: the followed envs' cost and steps in this rollout, and the
+        # cost_estimate=rate: the followed envs' cost summed over this rollout, and the
         # episode step limit (set by the runner from the env).
-        self._rollout_cost = torch.zeros(2, device=self.device)
+        self._rollout_cost = torch.zeros((), device=self.device)
         self.episode_steps: int | None = None
 
     def cost_value(self, critic_obs: torch.Tensor) -> torch.Tensor:
@@ -194,7 +197,7 @@ class PPOLag(PPO):
         actions = super().act(obs)
         if self.k:
             actions = actions.clone()
-            actions[: self.k] = self._last["mean"][: self.k]
+            actions[self._followed] = self._last["mean"][self._followed]
         self._last["cost_values"] = self.cost_value(self._critic_obs(obs))
         return actions
 
@@ -202,7 +205,7 @@ class PPOLag(PPO):
         """The rows of the envs PPO learns from."""
         if isinstance(x, dict):
             return {key: self._learners(v) for key, v in x.items()}
-        return x[self.k:] if self.k else x
+        return x[self._learn]
 
     @torch.no_grad()
     def process_step(self, rewards, dones, time_outs, costs=None) -> None:
@@ -213,12 +216,14 @@ class PPOLag(PPO):
         self._episode_cost += costs
         if done.any():
             ended = done.bool()
-            self._finished_sampled.append(self._learners(self._episode_cost)[self._learners(ended)].clone())
-            followed = self._episode_cost[: self.k][ended[: self.k]] if self.k else self._finished_sampled[-1]
-            self._finished_costs.append(followed.clone())
+            if self.cfg.cost_estimate == "episodes":
+                f = self._followed
+                self._finished_costs.append(self._episode_cost[f][ended[f]].clone())
+            if self.k:
+                self._finished_sampled.append(self._learners(self._episode_cost)[self._learners(ended)].clone())
         self._episode_cost *= 1.0 - done
-        followed_costs = costs[: self.k] if self.k else costs
-        self._rollout_cost += torch.stack([followed_costs.sum(), followed_costs.new_tensor(float(len(followed_costs)))])
+        if self.cfg.cost_estimate == "rate":
+            self._rollout_cost += costs[self._followed].sum()
         self._last = self._learners(self._last)
         costs, rewards, dones, time_outs = (self._learners(x) for x in (costs, rewards, dones, time_outs))
         # Time-outs bootstrap the cost too: the episode was cut, not ended.
@@ -230,7 +235,7 @@ class PPOLag(PPO):
         s.cost_values[s.step - 1] = cost_values
 
     def rewrite_rewards(self, rewards: torch.Tensor) -> None:
-        super().rewrite_rewards(rewards[:, self.k:] if self.k else rewards)
+        super().rewrite_rewards(rewards[:, self._learn])
 
     @torch.no_grad()
     def compute_returns(self, last_obs) -> None:
@@ -246,7 +251,9 @@ class PPOLag(PPO):
         if self.cfg.cost_estimate == "rate":
             if not self.episode_steps:
                 raise ValueError("cost_estimate=rate needs the episode step limit: set PPOLag.episode_steps")
-            total = distributed.all_reduce_sum_(self._rollout_cost.clone())
+            # Steps in the rollout: every followed env stepped once per storage step.
+            steps = self._episode_cost[self._followed].numel() * self.storage.step
+            total = distributed.all_reduce_sum_(torch.stack([self._rollout_cost, self._rollout_cost.new_tensor(float(steps))]))
             followed = float(total[0] / total[1]) * self.episode_steps if total[1] > 0 else None
         else:
             followed = _mean_over_ranks(self._finished_costs, self.device)
@@ -254,9 +261,10 @@ class PPOLag(PPO):
         if followed is not None:
             self.last_episode_cost = followed
             self.lagrangian.update(followed)
-        sampled = _mean_over_ranks(self._finished_sampled, self.device)
-        if sampled is not None:
-            self.last_sampled_cost = sampled
+        if self.k:
+            sampled = _mean_over_ranks(self._finished_sampled, self.device)
+            if sampled is not None:
+                self.last_sampled_cost = sampled
         self._finished_costs.clear()
         self._finished_sampled.clear()
         self._lambda = self.lagrangian.value
