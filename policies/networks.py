@@ -127,10 +127,12 @@ class ActorCritic(nn.Module):
         nn.init.orthogonal_(self.actor[-1].weight, gain=0.01)
         nn.init.zeros_(self.actor[-1].bias)
 
-    def update_normalization(self, obs: dict[str, torch.Tensor]) -> None:
+    def update_normalization(self, obs: dict[str, torch.Tensor], critic_group: str = "critic") -> None:
+        """``critic_group``: the observation group the critic reads (``policy`` where a
+        task has no privileged ``critic`` group)."""
         if isinstance(self.actor_norm, EmpiricalNormalization):
             self.actor_norm.update(obs["policy"])
-            self.critic_norm.update(obs["critic"])
+            self.critic_norm.update(obs[critic_group])
 
     def action_mean(self, actor_obs: torch.Tensor) -> torch.Tensor:
         return self.actor(self.actor_norm(actor_obs))

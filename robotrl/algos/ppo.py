@@ -142,7 +142,7 @@ class PPO:
 
     @torch.no_grad()
     def act(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        self.model.update_normalization(obs)
+        self.model.update_normalization(obs, self.critic_group)
         dist = self.model.distribution(obs["policy"])
         actions = dist.sample()
         self._last = {

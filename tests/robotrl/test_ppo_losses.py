@@ -77,3 +77,16 @@ def test_reward_normalization_divides_by_running_std_of_discounted_return():
     stored = alg.storage.rewards[3]  # no time-outs, so no bootstrap term was added
     assert torch.allclose(stored, rewards / std, rtol=1e-5)
     assert not torch.allclose(stored, rewards)
+
+
+def test_critic_normalizer_follows_the_policy_group_when_no_critic_group():
+    """A task without a privileged ``critic`` group: the critic reads ``policy`` and its
+    normalizer learns that group's statistics."""
+    from robotrl.algos.ppo import PPO
+
+    alg = PPO(PPOConfig(), {"policy": 3}, num_actions=2, num_envs=4)
+    assert alg.critic_group == "policy"
+    obs = {"policy": torch.tensor([[1.0, 2.0, 3.0], [3.0, 4.0, 5.0], [5.0, 6.0, 7.0], [7.0, 8.0, 9.0]])}
+    alg.act(obs)
+    assert torch.allclose(alg.model.critic_norm.mean, torch.tensor([4.0, 5.0, 6.0]))
+    assert torch.allclose(alg.model.critic_norm.mean, alg.model.actor_norm.mean)
