@@ -313,13 +313,13 @@ class OffPolicyRunner:
     def _offline_chunk(self, total: int) -> dict[str, float]:
         end = min(total, self.grad_steps + int(self.algo_cfg.chunk_steps))
         sums: dict[str, float] = {}
-        counts: dict[str, int] = {}  # per key: an update may leave a part out (FISOR's critic pretraining)
+        updates = 0
         while self.grad_steps < end:
             for k, v in self.alg.update(self.real.sample(self.algo_cfg.batch_size, self.generator)).items():
                 sums[k] = sums.get(k, 0.0) + v
-                counts[k] = counts.get(k, 0) + 1
+            updates += 1
             self.grad_steps += 1
-        return {k: v / counts[k] for k, v in sums.items()}
+        return {k: v / max(updates, 1) for k, v in sums.items()}
 
     def _record(self, mean_return: float, mean_length: float) -> None:
         h = self.history

@@ -102,10 +102,6 @@ class FISORConfig:
     cond_hidden: tuple = (128, 128)
     normalize_obs: bool = True
     normalize_reward: bool = True
-    # The first this many gradient steps update the critics only (they never read the
-    # policy, so they can learn first). A critic step costs about a sixth of an actor
-    # step on a CPU; the reference (0) trains all parts together from the start.
-    critic_pretrain_steps: int = 0
     # FISOR enforces the hard constraint (zero violation); the limit is not used in
     # training and is kept so every safe algorithm and the benchmark share one key.
     cost_limit: float = 10.0
@@ -132,8 +128,6 @@ class FISORConfig:
                 raise ValueError(f"fisor {key} must be in (0, 1), got {getattr(out, key)}")
         if out.cost_scale <= 0:
             raise ValueError(f"fisor cost_scale must be > 0, got {out.cost_scale}")
-        if out.critic_pretrain_steps < 0:
-            raise ValueError(f"fisor critic_pretrain_steps must be >= 0, got {out.critic_pretrain_steps}")
         if out.num_samples < 1 or out.diffusion_steps < 1 or out.actor_updates < 1:
             raise ValueError("fisor num_samples, diffusion_steps and actor_updates must be >= 1")
         return out
@@ -313,9 +307,8 @@ class FISOR(OfflineSafeAlgo):
         return loss, w, v_h
 
     def update(self, batch) -> dict[str, float]:
-        """One update: the actor steps, then the critics (the reference's order); the
-        critics alone during the first ``critic_pretrain_steps``."""
-        info = self.update_actor(batch) if self.num_updates >= self.cfg.critic_pretrain_steps else {}
+        """One update: the actor steps, then the critics (the reference's order)."""
+        info = self.update_actor(batch)
         info.update(self.update_critics(batch))
         self.num_updates += 1
         return info

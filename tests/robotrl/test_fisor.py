@@ -391,21 +391,3 @@ def test_fisor_is_safer_than_bc_all_on_point_goal_hazards():
     if ret_fisor < ret_safe - 0.5:
         pytest.xfail(f"FISOR return {ret_fisor:.2f} below bc_safe {ret_safe:.2f} - 0.5 at this test budget "
                      f"(3000 steps; the diffusion policy is undertrained): {results}")
-
-
-def test_critic_pretraining_leaves_the_actor_alone_until_it_ends():
-    ds = chain_dataset(episodes=20)
-    algo = make_offline_safe("fisor", {**TINY, "critic_pretrain_steps": 2}, 2, 1)
-    algo.fit_normalization(algo.training_data(ds))
-    batch = {k: v[:64] for k, v in dataset_tensors(ds).items()}
-    actor0 = [p.detach().clone() for p in algo.denoiser.parameters()]
-    critic0 = [p.detach().clone() for p in algo.safety_critic.parameters()]
-    for _ in range(2):
-        info = algo.update(batch)
-        assert "actor" not in info and "safety_critic" in info
-    assert all(torch.equal(a, b) for a, b in zip(actor0, algo.denoiser.parameters()))
-    assert not all(torch.equal(a, b) for a, b in zip(critic0, algo.safety_critic.parameters()))
-    assert "actor" in algo.update(batch)  # the third step trains the actor too
-    assert not all(torch.equal(a, b) for a, b in zip(actor0, algo.denoiser.parameters()))
-    with pytest.raises(ValueError, match="critic_pretrain_steps"):
-        FISORConfig.from_dict({"critic_pretrain_steps": -1})
