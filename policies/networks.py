@@ -127,9 +127,10 @@ class ActorCritic(nn.Module):
         nn.init.orthogonal_(self.actor[-1].weight, gain=0.01)
         nn.init.zeros_(self.actor[-1].bias)
 
-    def update_normalization(self, obs: dict[str, torch.Tensor], critic_group: str = "critic") -> None:
+    def update_normalization(self, obs: dict[str, torch.Tensor], critic_group: str) -> None:
         """``critic_group``: the observation group the critic reads (``policy`` where a
-        task has no privileged ``critic`` group)."""
+        task has no privileged ``critic`` group). Required: a default of ``critic``
+        would raise KeyError on policy-only observations."""
         if isinstance(self.actor_norm, EmpiricalNormalization):
             self.actor_norm.update(obs["policy"])
             self.critic_norm.update(obs[critic_group])
